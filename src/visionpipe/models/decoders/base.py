@@ -1,0 +1,128 @@
+"""What every decoder shares: the decode parameters, the candidates it returns, score selection."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from visionpipe.models.backend import TensorInfo
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Thresholds applied when turning raw outputs into detections.
+
+    ``classes`` keeps only those class ids; ``top_k`` keeps the best candidates before NMS and
+    ``max_det`` caps the detections after it; ``multi_label`` keeps every (box, class) pair above
+    the threshold instead of only the best class of each box.
+    """
+
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    multi_label: bool = False
+    agnostic: bool = False
+    classes: tuple[int, ...] | None = None
+    top_k: int | None = 1000
+    max_det: int = 300
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if self.max_det < 0 or (self.top_k is not None and self.top_k < 0):
+            raise ValueError("top_k and max_det must not be negative")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Boxes of one image before NMS, in model-input pixels (x1, y1, x2, y2)."""
+
+    xyxy: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Candidates:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+class LayoutMismatch(Exception):
+    """Raised while binding a decoder to outputs that are not of its family; says why."""
+
+
+class Decoder(ABC):
+    """Turns one output family's raw tensors into per-image candidates.
+
+    A decoder is bound to a model's output tensors and input size when built, and raises
+    :class:`LayoutMismatch` if they are not of its family.
+    """
+
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    applies_nms: ClassVar[bool] = True
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, outputs: Sequence[TensorInfo], input_hw: tuple[int, int], **options: Any) -> None:
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise LayoutMismatch(f"unknown {self.family} decoder options {sorted(unknown)}; known: {list(self.options)}")
+        self.input_hw = input_hw
+        self.num_classes: int | None = self._bind(list(outputs), **options)
+
+    @abstractmethod
+    def _bind(self, outputs: list[TensorInfo], **options: Any) -> int | None:
+        """Check the outputs fit this family and prepare grids; return the class count if known."""
+
+    @abstractmethod
+    def decode(self, outputs: list[np.ndarray], params: DecodeParams) -> list[Candidates]:
+        """One :class:`Candidates` per image of the batch (outputs carry a leading batch axis)."""
+
+
+def select_scores(
+    class_scores: np.ndarray, params: DecodeParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, class, score) of each kept pair from an (N, C) score matrix.
+
+    Multi-label keeps every pair strictly above the threshold; otherwise each row's best allowed
+    class, if above it.
+    """
+    if params.classes is not None:
+        allowed = np.zeros(class_scores.shape[1], dtype=bool)
+        allowed[[c for c in params.classes if 0 <= c < class_scores.shape[1]]] = True
+        class_scores = np.where(allowed, class_scores, -np.inf)
+    if params.multi_label:
+        rows, cols = np.nonzero(class_scores > params.score_threshold)
+        return rows, cols, class_scores[rows, cols]
+    cols = class_scores.argmax(axis=1)
+    best = np.take_along_axis(class_scores, cols[:, None], axis=1)[:, 0]
+    rows = np.flatnonzero(best > params.score_threshold)
+    return rows, cols[rows], best[rows]
+
+
+def grid_points(input_hw: tuple[int, int], strides: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell coordinates (gx, gy) of every level, row-major with x fastest, and each cell's stride."""
+    cells, cell_strides = [], []
+    for stride in strides:
+        h, w = math.ceil(input_hw[0] / stride), math.ceil(input_hw[1] / stride)
+        gy, gx = np.mgrid[0:h, 0:w]
+        cells.append(np.stack([gx.ravel(), gy.ravel()], axis=1))
+        cell_strides.append(np.full(h * w, stride))
+    return np.concatenate(cells).astype(np.float32), np.concatenate(cell_strides).astype(np.float32)
+
+
+def expect_rank3(outputs: list[TensorInfo], family: str) -> TensorInfo:
+    if len(outputs) != 1 or len(outputs[0].shape) != 3:
+        raise LayoutMismatch(f"{family} expects one output of rank 3")
+    return outputs[0]
+
+
+def as_int(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None

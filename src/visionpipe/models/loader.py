@@ -1,0 +1,193 @@
+"""Turn a spec, a model file or a spec dict into a ready :class:`DetectionModel`.
+
+Configuration comes from, in order of precedence: the spec file, the model's own embedded metadata
+(Ultralytics exports carry ``names``, ``imgsz``, ``stride``, ``task``, ``end2end``), the family
+preset, and finally what the model file itself says (a fixed input size).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visionpipe.errors import SpecError, UnknownOutputLayoutError
+from visionpipe.models.backend import Backend
+from visionpipe.models.decoders import DECODERS, DecodeParams, Decoder, build_decoder, canonical_family, matching_families
+from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
+from visionpipe.models.presets import DEFAULT_INPUT_SIZE, PRESETS
+from visionpipe.models.spec import ModelSpec, ThresholdSpec
+from visionpipe.preprocess import PreprocessConfig
+
+SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+
+
+@dataclass
+class DetectionModel:
+    """A backend, its decoder and everything needed to feed and read it."""
+
+    name: str
+    family: str
+    backend: Backend
+    decoder: Decoder
+    preprocess: PreprocessConfig
+    input_hw: tuple[int, int]
+    class_names: tuple[str, ...]
+    params: DecodeParams
+
+    def __repr__(self) -> str:
+        return (
+            f"DetectionModel({self.name!r}, family={self.family}, input={self.input_hw}, "
+            f"classes={len(self.class_names)}, backend={self.backend!r})"
+        )
+
+
+def load_model(
+    source: str | Path | ModelSpec | dict[str, Any],
+    *,
+    family: str | None = None,
+    device: str = "cpu",
+    intra_op_threads: int = 0,
+) -> DetectionModel:
+    """Load a detector from a spec file, a spec dict/object, or a model file.
+
+    ``family`` names the decoder for a bare model file without metadata; without it the family is
+    taken from the metadata or, failing that, from the one family whose layout the outputs fit.
+    """
+    spec = _as_spec(source)
+    if family is not None:
+        spec = spec.model_copy(update={"family": family})
+    backend = OnnxRuntimeBackend(spec.model, device=device, intra_op_threads=intra_op_threads)
+    return build_model(spec, backend)
+
+
+def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
+    """Configure a loaded backend from a spec, the model's metadata and the family preset."""
+    embedded = ultralytics_config(backend.metadata)
+    name = spec.family or embedded.get("family")
+    input_hw = _input_size(spec, embedded, backend)
+    if name is None:
+        name = _guess_family(backend, input_hw)
+    family = canonical_family(name)
+    if family not in PRESETS:
+        raise UnknownOutputLayoutError(
+            f"unknown decoder family {name!r}", [o.shape for o in backend.outputs], sorted(DECODERS)
+        )
+    preset = PRESETS[family]
+    decoder = build_decoder(family, backend.outputs, input_hw, spec.decoder)
+
+    class_names = spec.resolved_class_names() or embedded.get("names") or preset.class_names
+    if not class_names and decoder.num_classes:
+        class_names = tuple(str(i) for i in range(decoder.num_classes))
+    if decoder.num_classes is not None and len(class_names) != decoder.num_classes:
+        raise SpecError(
+            f"{spec.model.name} outputs {decoder.num_classes} classes but {len(class_names)} class names were given"
+        )
+
+    overrides = {k: v for k, v in spec.preprocess.model_dump().items() if v is not None}
+    preprocess = dataclasses.replace(preset.preprocess, **overrides) if overrides else preset.preprocess
+    params = apply_thresholds(preset.params, spec.thresholds, class_names)
+    return DetectionModel(
+        name=spec.name or spec.model.stem,
+        family=family,
+        backend=backend,
+        decoder=decoder,
+        preprocess=preprocess,
+        input_hw=input_hw,
+        class_names=tuple(class_names),
+        params=params,
+    )
+
+
+def apply_thresholds(base: DecodeParams, thresholds: ThresholdSpec, class_names: tuple[str, ...]) -> DecodeParams:
+    fields = {
+        "score_threshold": thresholds.score,
+        "iou_threshold": thresholds.iou,
+        "multi_label": thresholds.multi_label,
+        "agnostic": thresholds.agnostic,
+        "top_k": thresholds.top_k,
+        "max_det": thresholds.max_det,
+        "classes": None if thresholds.classes is None else class_ids_for(thresholds.classes, class_names),
+    }
+    return dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
+
+
+def class_ids_for(classes: list[int | str], class_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Class ids from a mix of ids and names (``["person", 2]``)."""
+    ids = []
+    for item in classes:
+        if isinstance(item, int) or str(item).isdigit():
+            ids.append(int(item))
+        elif item in class_names:
+            ids.append(class_names.index(item))
+        else:
+            raise SpecError(f"unknown class {item!r}; the model knows {len(class_names)} classes")
+    return tuple(ids)
+
+
+def ultralytics_config(metadata: dict[str, str]) -> dict[str, Any]:
+    """Family, class names and input size from an Ultralytics export's metadata (empty if none)."""
+    if "names" not in metadata or "task" not in metadata:
+        return {}
+    task = metadata["task"]
+    if task != "detect":
+        raise SpecError(f"this model's task is {task!r}; visionpipe decodes 'detect' models")
+    try:
+        names = ast.literal_eval(metadata["names"])
+        imgsz = ast.literal_eval(metadata.get("imgsz", "None"))
+    except (ValueError, SyntaxError) as exc:
+        raise SpecError(f"unreadable Ultralytics metadata: {exc}") from None
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    config: dict[str, Any] = {
+        "family": "end2end" if metadata.get("end2end", "False").lower() == "true" else "yolov8",
+        "names": tuple(str(n) for n in names),
+    }
+    if isinstance(imgsz, int):
+        config["input_size"] = (imgsz, imgsz)
+    elif isinstance(imgsz, (list, tuple)) and len(imgsz) == 2:
+        config["input_size"] = (int(imgsz[0]), int(imgsz[1]))
+    return config
+
+
+def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, dict):
+        return ModelSpec.from_dict(source)
+    path = Path(source)
+    if path.suffix.lower() in SPEC_SUFFIXES:
+        return ModelSpec.from_file(path)
+    sidecar = next((path.with_suffix(s) for s in (".yaml", ".yml", ".json") if path.with_suffix(s).is_file()), None)
+    if sidecar is not None:
+        return ModelSpec.from_file(sidecar)
+    return ModelSpec(model=path)
+
+
+def _input_size(spec: ModelSpec, embedded: dict[str, Any], backend: Backend) -> tuple[int, int]:
+    model_hw = backend.input_hw
+    wanted = spec.input_size or embedded.get("input_size")
+    if wanted is not None:
+        for axis, (fixed, asked) in enumerate(zip(model_hw, wanted)):
+            if fixed is not None and fixed != asked:
+                raise SpecError(f"the model's input is fixed at {model_hw}, the spec asks for {tuple(wanted)}")
+        return (int(wanted[0]), int(wanted[1]))
+    if None not in model_hw:
+        return model_hw  # type: ignore[return-value]
+    return DEFAULT_INPUT_SIZE
+
+
+def _guess_family(backend: Backend, input_hw: tuple[int, int]) -> str:
+    shapes = [o.shape for o in backend.outputs]
+    candidates = matching_families(backend.outputs, input_hw)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise UnknownOutputLayoutError("the model's outputs fit no known decoder", shapes, sorted(DECODERS))
+    raise UnknownOutputLayoutError(
+        f"the outputs fit several families ({', '.join(candidates)}); name one with family= or a spec",
+        shapes,
+        sorted(DECODERS),
+    )

@@ -1,0 +1,104 @@
+"""A model described by a file: which weights, which family, and whatever differs from the preset.
+
+The smallest spec names the weights and the family::
+
+    model: yolox_nano_416_coco.onnx
+    family: yolox
+
+Everything else (input size, preprocessing, classes, thresholds, decoder options) is optional and
+overrides the family preset field by field. Relative paths are relative to the spec file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from visionpipe.errors import SpecError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PreprocessSpec(_Strict):
+    resize: str | None = None
+    anchor: str | None = None
+    pad_value: float | None = None
+    interpolation: str | None = None
+    channel_order: str | None = None
+    scale: float | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+class ThresholdSpec(_Strict):
+    score: float | None = Field(None, ge=0, le=1)
+    iou: float | None = Field(None, ge=0, le=1)
+    multi_label: bool | None = None
+    agnostic: bool | None = None
+    classes: list[int | str] | None = None
+    top_k: int | None = Field(None, ge=1)
+    max_det: int | None = Field(None, ge=1)
+
+
+class ModelSpec(_Strict):
+    model: Path
+    family: str | None = None
+    name: str | None = None
+    input_size: tuple[int, int] | None = None  # (height, width)
+    preprocess: PreprocessSpec = PreprocessSpec()
+    classes: list[str] | None = None
+    names_file: Path | None = None
+    thresholds: ThresholdSpec = ThresholdSpec()
+    decoder: dict[str, Any] = {}
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) else value
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ModelSpec:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+        try:
+            raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise SpecError(f"spec {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise SpecError(f"spec {path} must be a mapping with at least 'model'")
+        return cls.from_dict(raw, base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".") -> ModelSpec:
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+            raise SpecError(f"invalid model spec: {problems}") from None
+        base = Path(base_dir)
+        updates: dict[str, Any] = {"model": base / spec.model}
+        if spec.names_file is not None:
+            updates["names_file"] = base / spec.names_file
+        return spec.model_copy(update=updates)
+
+    def resolved_class_names(self) -> tuple[str, ...] | None:
+        if self.classes is not None and self.names_file is not None:
+            raise SpecError("give either 'classes' or 'names_file', not both")
+        if self.classes is not None:
+            return tuple(self.classes)
+        if self.names_file is not None:
+            try:
+                lines = self.names_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise SpecError(f"cannot read names file {self.names_file}: {exc.strerror or exc}") from None
+            return tuple(line.strip() for line in lines if line.strip())
+        return None
