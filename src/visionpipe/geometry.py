@@ -8,9 +8,12 @@ from visionpipe.errors import InputShapeError
 
 
 def _as_boxes(boxes: np.ndarray, name: str = "boxes") -> np.ndarray:
+    """Validated (N, 4) float boxes; integer boxes are promoted so scaling never truncates."""
     boxes = np.asarray(boxes)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise InputShapeError(f"{name} must have shape (N, 4), got {boxes.shape}")
+    if not np.issubdtype(boxes.dtype, np.floating):
+        boxes = boxes.astype(np.float64)
     return boxes
 
 

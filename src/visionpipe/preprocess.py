@@ -121,9 +121,12 @@ def resize_to_input(
         resized = cv2.resize(image, (in_w, in_h), interpolation=interpolation)
         return resized, BoxTransform(in_w / width, in_h / height, 0.0, 0.0, width, height)
 
-    ratio = min(in_h / height, in_w / width)
-    new_w = min(in_w, max(1, int(width * ratio)))
-    new_h = min(in_h, max(1, int(height * ratio)))
+    # (w, h) * min(in_w / w, in_h / h), truncated as the reference demos do, but in integers:
+    # float ratios land just below whole numbers often enough to lose a pixel row.
+    if in_w * height <= in_h * width:
+        new_w, new_h = in_w, max(1, height * in_w // width)
+    else:
+        new_w, new_h = max(1, width * in_h // height), in_h
     if config.anchor is PadAnchor.TOP_LEFT:
         left, top = 0, 0
     else:

@@ -145,6 +145,8 @@ def ultralytics_config(metadata: dict[str, str]) -> dict[str, Any]:
         "family": "end2end" if metadata.get("end2end", "False").lower() == "true" else "yolov8",
         "names": tuple(str(n) for n in names),
     }
+    if str(metadata.get("stride", "")).isdigit():
+        config["stride"] = int(metadata["stride"])
     if isinstance(imgsz, int):
         config["input_size"] = (imgsz, imgsz)
     elif isinstance(imgsz, (list, tuple)) and len(imgsz) == 2:
@@ -170,9 +172,11 @@ def _input_size(spec: ModelSpec, embedded: dict[str, Any], backend: Backend) -> 
     model_hw = backend.input_hw
     wanted = spec.input_size or embedded.get("input_size")
     if wanted is not None:
-        for axis, (fixed, asked) in enumerate(zip(model_hw, wanted)):
-            if fixed is not None and fixed != asked:
-                raise SpecError(f"the model's input is fixed at {model_hw}, the spec asks for {tuple(wanted)}")
+        if any(fixed is not None and fixed != asked for fixed, asked in zip(model_hw, wanted)):
+            raise SpecError(f"the model's input is fixed at {model_hw}, the spec asks for {tuple(wanted)}")
+        stride = embedded.get("stride")
+        if stride and (wanted[0] % stride or wanted[1] % stride):
+            raise SpecError(f"input size {tuple(wanted)} must be a multiple of the model's stride {stride}")
         return (int(wanted[0]), int(wanted[1]))
     if None not in model_hw:
         return model_hw  # type: ignore[return-value]
