@@ -172,7 +172,10 @@ class Pipeline:
         At most a few batches are decoded ahead of inference and at most ``concurrency + 1``
         batches are in inference, so memory stays bounded however long the input is.
         """
-        batch_size = batch_size or self.batch_size
+        if batch_size is None:
+            batch_size = self.batch_size
+        elif batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         window = 2 * batch_size + self.workers
         inputs = enumerate(images)
         prepared: deque[Future[_Prepared]] = deque()

@@ -20,7 +20,9 @@ def describe_source(source: ImageInput) -> str:
         return str(source)
     if isinstance(source, np.ndarray):
         return f"<array {source.shape} {source.dtype}>"
-    return f"<{len(source)} bytes>"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
 
 
 def decode_image(source: ImageInput) -> np.ndarray:
