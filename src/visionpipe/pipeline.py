@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from visionpipe.detections import Detections
-from visionpipe.io.images import ImageInput, decode_image, describe_source
+from visionpipe.io.images import DEFAULT_LIMITS, DecodeLimits, ImageInput, decode_image, describe_source
 from visionpipe.models.decoders import Candidates, DecodeParams
 from visionpipe.models.loader import DetectionModel, class_ids_for, load_model
 from visionpipe.models.spec import ModelSpec
@@ -96,6 +96,7 @@ class Pipeline:
         device: str = "cpu",
         family: str | None = None,
         intra_op_threads: int | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         cores = os.cpu_count() or 1
         # Small detectors scale poorly across ONNX Runtime's intra-op threads; two runs side by
@@ -121,6 +122,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.concurrency = concurrency
+        self.limits = limits
         self._pool: ThreadPoolExecutor | None = None
         self._inference_pool: ThreadPoolExecutor | None = None
 
@@ -205,7 +207,7 @@ class Pipeline:
         result = Result(index=index, image_id=image_id, source=name)
         try:
             start = time.perf_counter()
-            image = decode_image(source)
+            image = decode_image(source, self.limits)
             decoded = time.perf_counter()
             tensor, transform = preprocess(image, self.model.input_hw, self.model.preprocess)
             result.image_size = (image.shape[0], image.shape[1])
@@ -288,10 +290,14 @@ class Pipeline:
             )
         else:
             keep = np.argsort(-candidates.scores, kind="stable")[: params.max_det]
+        data = {key: values[keep] for key, values in candidates.data.items()}
+        if "polygon" in data:
+            data["polygon"] = transform.points_to_original(data["polygon"])
         return Detections(
             xyxy=boxes[keep],
             confidence=candidates.scores[keep],
             class_id=candidates.class_ids[keep],
+            data=data,
             class_names=self.model.class_names,
         )
 

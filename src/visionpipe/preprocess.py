@@ -93,6 +93,14 @@ class BoxTransform:
         )
         return clip_boxes(out, self.original_width, self.original_height) if clip else out
 
+    def points_to_original(self, points: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map (..., 2) input-pixel points (e.g. polygons) to the original image."""
+        out = (np.asarray(points, dtype=np.float32) - (self.offset_x, self.offset_y)) / (self.scale_x, self.scale_y)
+        if clip:
+            np.clip(out[..., 0], 0, self.original_width, out=out[..., 0])
+            np.clip(out[..., 1], 0, self.original_height, out=out[..., 1])
+        return out.astype(np.float32, copy=False)
+
 
 def preprocess(
     image: np.ndarray, input_size: tuple[int, int], config: PreprocessConfig

@@ -1,8 +1,16 @@
-"""Decode any supported image input to an 8-bit BGR array, or raise ImageDecodeError saying why."""
+"""Decode any supported image input to an 8-bit BGR array, or raise ImageDecodeError saying why.
+
+Limits are checked before any pixel is decoded: the byte size first, then the pixel count read from
+the header (Pillow reads headers lazily), so a decompression bomb never reaches the decoder.
+Grayscale, palette, RGBA and 16-bit images become 8-bit BGR; EXIF orientation is applied.
+"""
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -13,8 +21,23 @@ from visionpipe.errors import ImageDecodeError
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
+# IMREAD_COLOR converts gray/palette/alpha to 3-channel BGR and applies EXIF orientation;
+# ANYDEPTH keeps 16-bit samples so they are scaled down rather than truncated.
+_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
 
-def describe_source(source: ImageInput) -> str:
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Inputs above these are rejected before decoding."""
+
+    max_pixels: int = 50_000_000
+    max_bytes: int = 200 * 1024 * 1024
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+def describe_source(source: object) -> str:
     """A short human name for an input, used in errors and results."""
     if isinstance(source, (str, os.PathLike)):
         return str(source)
@@ -25,50 +48,95 @@ def describe_source(source: ImageInput) -> str:
     return f"<{type(source).__name__}>"
 
 
-def decode_image(source: ImageInput) -> np.ndarray:
-    """An HxWx3 uint8 BGR image from a path, encoded bytes or an array.
-
-    EXIF orientation is applied (OpenCV's default). Grayscale and BGRA arrays are converted.
-    """
+def decode_image(source: ImageInput, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """An HxWx3 uint8 BGR image from a path, encoded bytes or an array."""
     if isinstance(source, np.ndarray):
-        return _from_array(source)
+        return _from_array(source, limits)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageDecodeError(str(path), "file not found") from None
-        except IsADirectoryError:
-            raise ImageDecodeError(str(path), "is a directory") from None
-        except OSError as exc:
-            raise ImageDecodeError(str(path), exc.strerror or str(exc)) from None
-        return _from_bytes(data, str(path))
+        return _from_bytes(_read_file(Path(source), limits), str(source), limits)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_bytes(bytes(source), describe_source(source))
-    raise ImageDecodeError(repr(type(source)), "unsupported input type (give a path, bytes or a NumPy array)")
+        data = bytes(source)
+        if len(data) > limits.max_bytes:
+            raise ImageDecodeError(describe_source(source), f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
+        return _from_bytes(data, describe_source(source), limits)
+    raise ImageDecodeError(describe_source(source), "unsupported input type (give a path, bytes or a NumPy array)")
 
 
-def _from_bytes(data: bytes, name: str) -> np.ndarray:
+def _read_file(path: Path, limits: DecodeLimits) -> bytes:
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise ImageDecodeError(str(path), "is a directory")
+        if size > limits.max_bytes:
+            raise ImageDecodeError(str(path), f"{size} bytes exceeds the limit of {limits.max_bytes}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ImageDecodeError(str(path), exc.strerror or str(exc)) from None
+
+
+def _from_bytes(data: bytes, name: str, limits: DecodeLimits) -> np.ndarray:
     if not data:
         raise ImageDecodeError(name, "empty file")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    _check_header(data, name, limits)
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        # entropy-coded data cannot contain an EOI marker, so one missing after the last scan
+        # means the file was cut; some decoders would return the top rows and grey below
+        raise ImageDecodeError(name, "truncated JPEG (no end-of-image marker after the last scan)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS)
     if image is None or image.size == 0:
         raise ImageDecodeError(name, "not a decodable image (corrupt, truncated or unsupported format)")
-    return image
+    return _to_bgr8(image, name)
 
 
-def _from_array(array: np.ndarray) -> np.ndarray:
+def _check_header(data: bytes, name: str, limits: DecodeLimits) -> None:
+    """Reject images whose header declares more pixels than allowed, without decoding them."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we apply our limit below
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(name, "declared size exceeds the decoder's safety limit") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return  # not a format Pillow reads; OpenCV decides, and the size is checked after decoding
+    if width * height > limits.max_pixels:
+        raise ImageDecodeError(
+            name, f"{width}x{height} = {width * height / 1e6:.1f} MP exceeds the limit of {limits.max_pixels / 1e6:g} MP"
+        )
+
+
+def _to_bgr8(image: np.ndarray, name: str) -> np.ndarray:
+    if image.dtype == np.uint16:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / 65535.0)
+    elif image.dtype in (np.float32, np.float64):
+        image = cv2.convertScaleAbs(np.clip(image, 0, 1), alpha=255.0)
+    elif image.dtype != np.uint8:
+        raise ImageDecodeError(name, f"unsupported sample type {image.dtype}")
+    return _channels_to_bgr(image, name)
+
+
+def _from_array(array: np.ndarray, limits: DecodeLimits) -> np.ndarray:
     name = describe_source(array)
     if array.size == 0:
         raise ImageDecodeError(name, "array has no pixels")
-    if array.dtype != np.uint8:
-        raise ImageDecodeError(name, "arrays must be uint8 (convert higher bit depths first)")
-    if array.ndim == 2:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
-    if array.ndim == 3 and array.shape[2] == 3:
-        return array
-    if array.ndim == 3 and array.shape[2] == 4:
-        return cv2.cvtColor(array, cv2.COLOR_BGRA2BGR)
-    if array.ndim == 3 and array.shape[2] == 1:
-        return cv2.cvtColor(array, cv2.COLOR_GRAY2BGR)
-    raise ImageDecodeError(name, "expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
+    if array.ndim not in (2, 3):
+        raise ImageDecodeError(name, "expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
+    if array.shape[0] * array.shape[1] > limits.max_pixels:
+        raise ImageDecodeError(name, f"{array.shape[1]}x{array.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ImageDecodeError(name, "arrays must be uint8 or uint16")
+    return _to_bgr8(array, name)
+
+
+def _channels_to_bgr(image: np.ndarray, name: str) -> np.ndarray:
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    raise ImageDecodeError(name, f"expected 1, 3 or 4 channels, got shape {image.shape}")

@@ -67,15 +67,15 @@ def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
     """Configure a loaded backend from a spec, the model's metadata and the family preset."""
     embedded = ultralytics_config(backend.metadata)
     name = spec.family or embedded.get("family")
-    input_hw = _input_size(spec, embedded, backend)
     if name is None:
-        name = _guess_family(backend, input_hw)
+        name = _guess_family(backend, _input_size(spec, embedded, backend, None))
     family = canonical_family(name)
     if family not in PRESETS:
         raise UnknownOutputLayoutError(
             f"unknown decoder family {name!r}", [o.shape for o in backend.outputs], sorted(DECODERS)
         )
     preset = PRESETS[family]
+    input_hw = _input_size(spec, embedded, backend, preset.input_size)
     decoder = build_decoder(family, backend.outputs, input_hw, spec.decoder)
 
     class_names = spec.resolved_class_names() or embedded.get("names") or preset.class_names
@@ -168,7 +168,9 @@ def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
     return ModelSpec(model=path)
 
 
-def _input_size(spec: ModelSpec, embedded: dict[str, Any], backend: Backend) -> tuple[int, int]:
+def _input_size(
+    spec: ModelSpec, embedded: dict[str, Any], backend: Backend, preset_input_size: tuple[int, int] | None
+) -> tuple[int, int]:
     model_hw = backend.input_hw
     wanted = spec.input_size or embedded.get("input_size")
     if wanted is not None:
@@ -180,14 +182,17 @@ def _input_size(spec: ModelSpec, embedded: dict[str, Any], backend: Backend) -> 
         return (int(wanted[0]), int(wanted[1]))
     if None not in model_hw:
         return model_hw  # type: ignore[return-value]
-    return DEFAULT_INPUT_SIZE
+    return preset_input_size or DEFAULT_INPUT_SIZE
 
 
 def _guess_family(backend: Backend, input_hw: tuple[int, int]) -> str:
     shapes = [o.shape for o in backend.outputs]
     candidates = matching_families(backend.outputs, input_hw)
-    if len(candidates) == 1:
-        return candidates[0]
+    if candidates:
+        least_general = min(DECODERS[c].generality for c in candidates)
+        narrowest = [c for c in candidates if DECODERS[c].generality == least_general]
+        if len(narrowest) == 1:
+            return narrowest[0]
     if not candidates:
         raise UnknownOutputLayoutError("the model's outputs fit no known decoder", shapes, sorted(DECODERS))
     raise UnknownOutputLayoutError(

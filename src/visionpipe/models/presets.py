@@ -23,6 +23,8 @@ class FamilyPreset:
     params: DecodeParams
     # The classes the family's published weights detect, used when neither spec nor metadata names them.
     class_names: tuple[str, ...] = ()
+    # For models with a dynamic input size, when neither spec nor metadata fixes one.
+    input_size: tuple[int, int] | None = None
 
 
 PRESETS: dict[str, FamilyPreset] = {
@@ -55,6 +57,23 @@ PRESETS: dict[str, FamilyPreset] = {
     "yolov8": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.7)),
     "yolov5": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.45)),
     "end2end": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams()),
+    # PP-OCR det: BGR, x / 255, then (x - 0.5) / 0.5; letterboxed top-left on black, since text
+    # detection wants a fixed size for batching. score_threshold is DBNet's box threshold.
+    "dbnet": FamilyPreset(
+        PreprocessConfig(
+            resize="letterbox",
+            anchor="top_left",
+            pad_value=0,
+            interpolation="linear",
+            channel_order="bgr",
+            scale=1 / 255,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        ),
+        DecodeParams(score_threshold=0.5, max_det=1000),
+        ("text",),
+        input_size=(960, 960),
+    ),
 }
 
 # Used when neither the model nor the spec fixes the input size (dynamic height and width).

@@ -8,6 +8,7 @@ from typing import Any
 from visionpipe.errors import UnknownOutputLayoutError
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch
+from visionpipe.models.decoders.dbnet import DbnetDecoder
 from visionpipe.models.decoders.end2end import End2EndDecoder
 from visionpipe.models.decoders.fastestdet import FastestdetDecoder
 from visionpipe.models.decoders.nanodet import NanodetDecoder
@@ -17,9 +18,13 @@ from visionpipe.models.decoders.yolox import YoloxDecoder
 
 DECODERS: dict[str, type[Decoder]] = {
     cls.family: cls
-    for cls in (YoloxDecoder, NanodetDecoder, FastestdetDecoder, Yolov8Decoder, Yolov5Decoder, End2EndDecoder)
+    for cls in (
+        YoloxDecoder, NanodetDecoder, FastestdetDecoder, Yolov8Decoder, Yolov5Decoder, End2EndDecoder, DbnetDecoder
+    )
 }
-FAMILY_ALIASES = {"yolo11": "yolov8", "yolov11": "yolov8", "yolov10": "end2end", "yolo26": "end2end"}
+FAMILY_ALIASES = {
+    "yolo11": "yolov8", "yolov11": "yolov8", "yolov10": "end2end", "yolo26": "end2end", "ppocr": "dbnet", "db": "dbnet"
+}
 
 
 def canonical_family(family: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -43,11 +43,16 @@ class DecodeParams:
 
 @dataclass(frozen=True)
 class Candidates:
-    """Boxes of one image before NMS, in model-input pixels (x1, y1, x2, y2)."""
+    """Boxes of one image before NMS, in model-input pixels (x1, y1, x2, y2).
+
+    ``data`` holds extra per-box arrays; a ``polygon`` entry (N, K, 2) of input-pixel points is
+    mapped to the original image with the boxes.
+    """
 
     xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    data: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Candidates:
@@ -69,6 +74,9 @@ class Decoder(ABC):
     summary: ClassVar[str]
     applies_nms: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ()
+    # When a layout fits several families, the least general one is taken (a YOLOX grid of exactly
+    # the right cell count over a YOLOv5 layout that accepts any row count).
+    generality: ClassVar[int] = 0
 
     def __init__(self, outputs: Sequence[TensorInfo], input_hw: tuple[int, int], **options: Any) -> None:
         unknown = set(options) - set(self.options)

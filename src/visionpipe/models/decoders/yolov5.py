@@ -23,6 +23,7 @@ class Yolov5Decoder(Decoder):
     family = "yolov5"
     summary = "(B, N, 5+C): cx, cy, w, h, objectness, class scores (decoded, or raw with anchors in the spec)"
     options = ("anchors", "strides", "logits")
+    generality = 1
 
     def _bind(
         self,

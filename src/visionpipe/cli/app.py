@@ -1,0 +1,72 @@
+"""Typer application, global options, and the exit-status contract.
+
+Exit status: 0 when every input was processed; 2 when some inputs failed (their results are still
+written); 1 for usage errors and models that cannot be loaded — a one-line message, no traceback
+unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from visionpipe import __version__
+from visionpipe.cli import detect, evaluate, models, samples
+
+app = typer.Typer(
+    name="visionpipe",
+    help="Run object detectors in production: detect, evaluate and inspect models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"visionpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+app.command(help=detect.HELP, epilog=detect.EXAMPLE)(detect.detect)
+app.command("eval", help=evaluate.HELP, epilog=evaluate.EXAMPLE)(evaluate.evaluate)
+app.add_typer(models.app, name="models")
+app.command("samples", help=samples.HELP, epilog=samples.EXAMPLE)(samples.samples)
+
+# Typer re-exports click's Exit and Abort; its base ClickException (usage errors) is found through
+# BadParameter, since recent Typer releases vendor their own click.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from visionpipe.errors import VisionpipeError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        code = typer.main.get_command(app).main(args=args, prog_name="visionpipe", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        code = 130
+    except _ClickException as exc:  # usage errors: bad options, missing arguments
+        exc.show()
+        code = 1
+    except (VisionpipeError, OSError, ValueError) as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,63 @@
+"""Pieces the commands share: model loading from ``--model``, progress, failure reporting."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import typer
+
+MODEL_HELP = "A spec file (.yaml/.json), a model file (.onnx), or a built-in model's name (see `visionpipe models list`)."
+
+
+def resolve_model_source(model: str | None):
+    """What ``load_model`` should get for a ``--model`` value (the built-in default when omitted)."""
+    from visionpipe.models.zoo import BUILTINS, DEFAULT_MODEL
+
+    name = model or DEFAULT_MODEL
+    if name in BUILTINS and not Path(name).exists():
+        return BUILTINS[name].to_spec()
+    return name
+
+
+def single_model(models: list[str]) -> str | None:
+    if len(models) > 1:
+        raise typer.BadParameter("one --model for now; ensembles of several models are not built yet", param_hint="--model")
+    return models[0] if models else None
+
+
+def parse_classes(classes: str | None) -> list[int | str] | None:
+    if not classes:
+        return None
+    return [int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",") if c.strip()]
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator:
+    """A Rich progress bar on stderr with images/s and ETA; yields ``advance()``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def advance() -> None:
+            bar.advance(task)
+            speed = bar.tasks[task].speed
+            bar.update(task, rate=f"{speed:.1f} img/s" if speed else "")
+
+        yield advance
+
+
+def report_failure(source: str, error: BaseException) -> None:
+    typer.echo(f"failed: {source}: {error}", err=True)

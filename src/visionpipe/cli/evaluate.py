@@ -1,0 +1,78 @@
+"""``visionpipe eval``: COCO mAP of a model on an annotated image folder, through pycocotools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from visionpipe.cli.common import MODEL_HELP, progress, report_failure, resolve_model_source, single_model
+
+HELP = "Score a model on images with COCO annotations: mAP@.5:.95, mAP@.5 and per-class AP (pycocotools)."
+EXAMPLE = (
+    "Example: visionpipe eval --model yolox.yaml --images coco/val2017 --annotations instances_val2017.json\n\n"
+    "The JSON summary goes to stdout, the table to stderr."
+)
+
+
+def evaluate(
+    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP),
+    images: Path = typer.Option(..., "--images", exists=True, help="Folder (or file list) of the annotated images."),
+    annotations: Path = typer.Option(..., "--annotations", exists=True, dir_okay=False, help="COCO annotation json."),
+    family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
+    conf: float = typer.Option(0.01, "--conf", min=0.0, max=1.0, help="Score threshold (low, as evaluation wants)."),
+    iou: float | None = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (model default if omitted)."),
+    max_det: int = typer.Option(300, "--max-det", min=1, help="Detections kept per image."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device"),
+    save_detections: Path | None = typer.Option(None, "--save-detections", help="Write the scored COCO results JSON here."),
+) -> None:
+    from visionpipe.evaluation import coco_records, load_annotations, score_records
+    from visionpipe.io.formats import atomic_open
+    from visionpipe.io.sources import expand_sources
+    from visionpipe.pipeline import Pipeline
+
+    ground_truth = load_annotations(annotations)
+    known = {Path(img["file_name"]).name for img in ground_truth["images"]}
+    paths = [p for p in expand_sources([str(images)]) if p.name in known]
+    if not paths:
+        raise typer.BadParameter(f"no image of {annotations.name} found in {images}", param_hint="--images")
+
+    pipeline = Pipeline(
+        resolve_model_source(single_model(model)), family=family, conf=conf, iou=iou, max_det=max_det, batch_size=batch_size, device=device
+    )
+    results = []
+    with pipeline, progress(len(paths), "eval") as advance:
+        for result in pipeline.stream(paths):
+            if result.error is not None:
+                report_failure(result.source, result.error)
+            results.append(result)
+            advance()
+
+    records, image_ids, failed = coco_records(results, ground_truth, pipeline.model.class_names)
+    evaluation = score_records(records, ground_truth, image_ids)
+    evaluation.failed_images = failed
+    if save_detections is not None:
+        with atomic_open(save_detections) as handle:
+            json.dump(records, handle)
+
+    summary = {"model": pipeline.model.name, "annotations": str(annotations), "conf": conf, **evaluation.summary()}
+    _print_table(summary)
+    typer.echo(json.dumps(summary, indent=2))
+    if failed:
+        raise typer.Exit(2)
+
+
+def _print_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['model']} on {summary['images']} images")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("mAP@.5:.95", "mAP@.5", "mAP@.75"):
+        table.add_row(key, f"{summary[key]:.4f}")
+    for name, ap in sorted(summary["per_class_ap"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"AP {name}", f"{ap:.4f}")
+    Console(stderr=True).print(table)

@@ -1,0 +1,65 @@
+"""Draw detections on an image: a colour per class, readable labels kept inside the image."""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+from visionpipe.detections import Detections
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A distinct, saturated BGR colour per class (hues spaced by the golden ratio)."""
+    hue = (class_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    b, g, r = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def annotate(image: np.ndarray, detections: Detections, show_score: bool = True) -> np.ndarray:
+    """A copy of a BGR image with boxes (or polygons, when present) and "name score" labels."""
+    canvas = image.copy()
+    height, width = canvas.shape[:2]
+    thickness = max(1, round(min(height, width) / 400))
+    font_scale = max(0.4, min(height, width) / 1000)
+    polygons = detections.data.get("polygon")
+    names = detections.names
+    for i in np.argsort(detections.confidence):  # strongest drawn last, on top
+        colour = class_colour(int(detections.class_id[i]))
+        x1, y1, x2, y2 = (int(round(v)) for v in detections.xyxy[i])
+        if polygons is not None:
+            cv2.polylines(canvas, [np.round(polygons[i]).astype(np.int32)], True, colour, thickness, cv2.LINE_AA)
+        else:
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
+        label = f"{names[i]} {detections.confidence[i]:.2f}" if show_score else names[i]
+        (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness - 1))
+        box_h = th + baseline + 2
+        # above the box when there is room, else just inside its top edge; never past the borders
+        top = y1 - box_h if y1 - box_h >= 0 else min(max(y1, 0), max(0, height - box_h))
+        left = min(max(x1, 0), max(0, width - tw - 2))
+        cv2.rectangle(canvas, (left, top), (left + tw + 2, top + box_h), colour, cv2.FILLED)
+        cv2.putText(
+            canvas,
+            label,
+            (left + 1, top + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            _text_colour(colour),
+            max(1, thickness - 1),
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    """Encode for writing; unknown suffixes fall back to JPEG."""
+    ok, data = cv2.imencode(suffix if suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp"} else ".jpg", image)
+    if not ok:
+        raise ValueError(f"cannot encode image as {suffix}")
+    return data.tobytes()

@@ -1,0 +1,272 @@
+"""Standard output formats, written atomically, and read back.
+
+Writers take pipeline results one at a time, so a long run keeps nothing but what the format needs
+in memory, and publish each file with a rename at the end: an interrupted run never leaves a half
+file behind. Formats: COCO results JSON, YOLO txt per image, JSONL (one line per image) and CSV
+(one row per box).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+
+from visionpipe.data import COCO80_NAMES, COCO80_TO_COCO91
+from visionpipe.detections import Detections
+from visionpipe.pipeline import Result
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Write to a temporary file beside ``path`` and rename it into place only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def category_ids_for(class_names: Sequence[str], annotations: Mapping | None = None) -> list[int]:
+    """COCO category id of each class: by name from an annotation file when given; the official
+    COCO ids for the 80 COCO classes; otherwise class index + 1 (COCO ids start at 1)."""
+    if annotations is not None:
+        by_name = {c["name"]: int(c["id"]) for c in annotations.get("categories", [])}
+        missing = [n for n in class_names if n not in by_name]
+        if len(missing) == len(class_names):
+            raise ValueError("none of the model's class names are categories of the annotation file")
+        return [by_name.get(n, -1) for n in class_names]
+    if tuple(class_names) == COCO80_NAMES:
+        return list(COCO80_TO_COCO91)
+    return list(range(1, len(class_names) + 1))
+
+
+class ResultWriter:
+    """Base of the writers: ``write`` each result, then ``close`` to publish the file(s)."""
+
+    def write(self, result: Result) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        pass
+
+
+class _StreamingFile:
+    """A temporary file filled progressively and renamed into place by ``publish``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        self.tmp = Path(tmp)
+        self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def publish(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class CocoWriter(ResultWriter):
+    """COCO results JSON: a list of {image_id, category_id, bbox [x, y, w, h], score}.
+
+    Image ids come from the annotation file (matched by file name) when given, else the input's
+    position in the run.
+    """
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str], annotations: Mapping | None = None) -> None:
+        self.path = Path(path)
+        self.category_ids = category_ids_for(class_names, annotations)
+        self.image_ids = (
+            {Path(img["file_name"]).name: int(img["id"]) for img in annotations["images"]} if annotations else None
+        )
+        self.records: list[dict] = []
+
+    def write(self, result: Result) -> None:
+        if result.detections is None:
+            return
+        if self.image_ids is not None:
+            image_id = self.image_ids.get(Path(result.source).name)
+            if image_id is None:
+                return  # not part of the annotated set: nothing to score it against
+        else:
+            image_id = result.index
+        dets = result.detections
+        scorable = np.array([self.category_ids[c] >= 0 for c in dets.class_id], dtype=bool)
+        self.records.extend(dets[scorable].to_coco(image_id, self.category_ids))
+
+    def close(self) -> None:
+        with atomic_open(self.path) as handle:
+            json.dump(self.records, handle)
+
+
+class JsonlWriter(ResultWriter):
+    """One JSON object per input: id, path, size, detections, stage times (ms) and error."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.file = _StreamingFile(Path(path))
+
+    def write(self, result: Result) -> None:
+        self.file.handle.write(json.dumps(result_record(result)) + "\n")
+
+    def close(self) -> None:
+        self.file.publish()
+
+    def abort(self) -> None:
+        self.file.discard()
+
+
+CSV_COLUMNS = ["image_id", "path", "x1", "y1", "x2", "y2", "confidence", "class_id", "class_name", "error"]
+
+
+class CsvWriter(ResultWriter):
+    """One row per box; an input with no boxes gets no row, a failed input one row with its error."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.file = _StreamingFile(Path(path))
+        self.csv = csv.writer(self.file.handle)
+        self.csv.writerow(CSV_COLUMNS)
+
+    def write(self, result: Result) -> None:
+        if result.detections is None:
+            self.csv.writerow([result.image_id, result.source, "", "", "", "", "", "", "", error_text(result.error)])
+            return
+        dets = result.detections
+        for box, score, cls, name in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names):
+            self.csv.writerow([result.image_id, result.source, *[f"{v:.3f}" for v in box], f"{score:.5f}", cls, name, ""])
+
+    def close(self) -> None:
+        self.file.publish()
+
+    def abort(self) -> None:
+        self.file.discard()
+
+
+class YoloWriter(ResultWriter):
+    """``<folder>/<image stem>.txt`` per image: ``class cx cy w h confidence``, normalised."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    def write(self, result: Result) -> None:
+        if result.detections is None or result.image_size is None:
+            return
+        height, width = result.image_size
+        rows = result.detections.to_yolo(width, height, with_confidence=True)
+        text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f} {r[5]:.5f}\n" for r in rows)
+        with atomic_open(self.folder / f"{Path(result.image_id).stem}.txt") as handle:
+            handle.write(text)
+
+
+def error_text(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    return str(error) or type(error).__name__
+
+
+def result_record(result: Result) -> dict:
+    record: dict = {
+        "id": result.image_id,
+        "path": result.source,
+        "width": result.image_size[1] if result.image_size else None,
+        "height": result.image_size[0] if result.image_size else None,
+        "detections": [],
+        "times_ms": {k: round(v * 1000, 3) for k, v in vars(result.times).items()},
+        "error": error_text(result.error) or None,
+    }
+    if result.detections is not None:
+        dets = result.detections
+        polygons = dets.data.get("polygon")
+        for i, (box, score, cls, name) in enumerate(
+            zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names)
+        ):
+            item = {"box": [round(v, 3) for v in box], "score": round(score, 5), "class_id": cls, "class_name": name}
+            if polygons is not None:
+                item["polygon"] = np.round(polygons[i].astype(np.float64), 2).tolist()
+            record["detections"].append(item)
+    return record
+
+
+# -- reading back ---------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict[str, Detections | str]:
+    """``{path: Detections}`` from a JSONL file; failed inputs map to their error text."""
+    out: dict[str, Detections | str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["error"]:
+            out[record["path"]] = record["error"]
+            continue
+        dets = record["detections"]
+        out[record["path"]] = Detections(
+            xyxy=np.array([d["box"] for d in dets], np.float32).reshape(-1, 4),
+            confidence=[d["score"] for d in dets],
+            class_id=[d["class_id"] for d in dets],
+            class_names=tuple(class_names),
+        )
+    return out
+
+
+def read_csv(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict[str, Detections | str]:
+    """``{path: Detections}`` from a CSV file (inputs without boxes do not appear)."""
+    rows: dict[str, list[list[str]]] = {}
+    errors: dict[str, str] = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["error"]:
+                errors[row["path"]] = row["error"]
+            else:
+                rows.setdefault(row["path"], []).append(row)
+    out: dict[str, Detections | str] = dict(errors)
+    for source, items in rows.items():
+        out[source] = Detections(
+            xyxy=np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in items], np.float32),
+            confidence=[float(r["confidence"]) for r in items],
+            class_id=[int(r["class_id"]) for r in items],
+            class_names=tuple(class_names),
+        )
+    return out
+
+
+def read_yolo(path: str | os.PathLike, width: int, height: int, class_names: Sequence[str] = ()) -> Detections:
+    text = Path(path).read_text(encoding="utf-8")
+    rows = np.loadtxt(io.StringIO(text), ndmin=2) if text.strip() else np.zeros((0, 6))
+    return Detections.from_yolo(rows, width, height, class_names)

@@ -1,0 +1,54 @@
+"""Built-in models: real pretrained detectors that ship inside installed PyPI packages.
+
+Nothing is downloaded. A built-in model is found by locating its package on disk without importing
+it (the package's own runtime is never loaded; visionpipe runs the ONNX file itself).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visionpipe.errors import MissingExtraError
+from visionpipe.models.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    description: str
+    package: str
+    files: tuple[str, ...]  # candidates inside the package, first found wins
+    spec: dict[str, Any] = field(default_factory=dict)
+    licence: str = ""
+
+    def locate(self) -> Path | None:
+        found = importlib.util.find_spec(self.package)
+        if found is None or not found.submodule_search_locations:
+            return None
+        root = Path(next(iter(found.submodule_search_locations)))
+        return next((root / f for f in self.files if (root / f).is_file()), None)
+
+    def to_spec(self) -> ModelSpec:
+        path = self.locate()
+        if path is None:
+            raise MissingExtraError(self.package, "builtin", f"the built-in model '{self.name}'")
+        return ModelSpec.from_dict({"model": str(path), "name": self.name, **self.spec})
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    model.name: model
+    for model in (
+        BuiltinModel(
+            name="ppocr-text",
+            description="PP-OCR text detector (DBNet): finds lines of printed text in photos",
+            package="rapidocr",
+            files=("models/PP-OCRv6_det_small.onnx", "models/ch_PP-OCRv4_det_infer.onnx"),
+            spec={"family": "dbnet"},
+            licence="Apache-2.0 (PaddleOCR models, shipped by rapidocr)",
+        ),
+    )
+}
+DEFAULT_MODEL = "ppocr-text"
