@@ -19,7 +19,7 @@ from visionpipe import (
 )
 from tests.models.onnx_graphs import constant_model
 
-FAMILIES = ["end2end", "fastestdet", "nanodet", "yolov5", "yolov8", "yolox"]
+FAMILIES = ["dbnet", "end2end", "fastestdet", "nanodet", "yolov5", "yolov8", "yolox"]
 
 
 def yolov8_graph(path, **kwargs):
@@ -86,11 +86,24 @@ def test_unknown_family_name(tmp_path):
 
 
 def test_ambiguous_layout_asks_for_a_family(tmp_path):
-    # (B, 8, 6) is both an end2end output and a (tiny) decoded YOLOv5 output
-    path = constant_model(tmp_path / "amb.onnx", np.zeros((8, 6), np.float32))
-    with pytest.raises(UnknownOutputLayoutError, match="family"):
+    # (1, 3549, 6) at 416x416 is both a one-class YOLOX grid (52^2 + 26^2 + 13^2 cells) and an
+    # end-to-end output of 3549 boxes: nothing makes one narrower than the other
+    path = constant_model(tmp_path / "amb.onnx", np.zeros((3549, 6), np.float32), input_hw=(416, 416))
+    with pytest.raises(UnknownOutputLayoutError, match="several families"):
         visionpipe.load_model(path)
     assert visionpipe.load_model(path, family="end2end").family == "end2end"
+
+
+def test_narrowest_family_wins_over_a_catch_all_layout(tmp_path):
+    # (B, 8, 6) fits end2end exactly and YOLOv5's any-row-count layout loosely
+    path = constant_model(tmp_path / "e2e.onnx", np.zeros((8, 6), np.float32))
+    assert visionpipe.load_model(path).family == "end2end"
+    # a YOLOX grid of exactly the right cell count is YOLOX, not a decoded YOLOv5 head
+    grid = constant_model(tmp_path / "yolox.onnx", np.zeros((3549, 85), np.float32), input_hw=(416, 416))
+    assert visionpipe.load_model(grid).family == "yolox"
+    # the same rows at another input size no longer fit the YOLOX grid: only YOLOv5 is left
+    other = constant_model(tmp_path / "v5.onnx", np.zeros((3549, 85), np.float32), input_hw=(320, 320))
+    assert visionpipe.load_model(other).family == "yolov5"
 
 
 # -- unreadable model files --------------------------------------------------------------------------
