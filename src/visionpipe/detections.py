@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 
 from visionpipe.errors import DetectionsError
-from visionpipe.geometry import box_area, cxcywh_to_xyxy, xywh_to_xyxy, xyxy_to_cxcywh, xyxy_to_xywh
+from visionpipe.geometry import (
+    box_area,
+    cxcywh_to_xyxy,
+    xywh_to_xyxy,
+    xyxy_to_cxcywh,
+    xyxy_to_xywh,
+)
 
 
 @dataclass(eq=False)

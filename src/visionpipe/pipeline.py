@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from visionpipe.detections import Detections
-from visionpipe.io.images import DEFAULT_LIMITS, DecodeLimits, ImageInput, decode_image, describe_source
+from visionpipe.io.images import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    ImageInput,
+    decode_image,
+    describe_source,
+)
 from visionpipe.models.decoders import Candidates, DecodeParams
 from visionpipe.models.loader import DetectionModel, class_ids_for, load_model
 from visionpipe.models.spec import ModelSpec

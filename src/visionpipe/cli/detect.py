@@ -9,7 +9,14 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import MODEL_HELP, parse_classes, progress, report_failure, resolve_model_source, single_model
+from visionpipe.cli.common import (
+    MODEL_HELP,
+    parse_classes,
+    progress,
+    report_failure,
+    resolve_model_source,
+    single_model,
+)
 
 HELP = "Detect objects in images and write COCO JSON, YOLO txt, JSONL or CSV (and annotated images)."
 EXAMPLE = (
@@ -45,7 +52,14 @@ def detect(
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1, help="Reject images with more pixels than this."),
 ) -> None:
     from visionpipe.io.annotate import annotate, encode_image
-    from visionpipe.io.formats import CocoWriter, CsvWriter, JsonlWriter, YoloWriter, atomic_open, atomic_write_bytes
+    from visionpipe.io.formats import (
+        CocoWriter,
+        CsvWriter,
+        JsonlWriter,
+        YoloWriter,
+        atomic_open,
+        atomic_write_bytes,
+    )
     from visionpipe.io.images import DecodeLimits, decode_image
     from visionpipe.io.sources import expand_sources
     from visionpipe.pipeline import Pipeline

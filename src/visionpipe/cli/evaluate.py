@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import MODEL_HELP, progress, report_failure, resolve_model_source, single_model
+from visionpipe.cli.common import (
+    MODEL_HELP,
+    progress,
+    report_failure,
+    resolve_model_source,
+    single_model,
+)
 
 HELP = "Score a model on images with COCO annotations: mAP@.5:.95, mAP@.5 and per-class AP (pycocotools)."
 EXAMPLE = (

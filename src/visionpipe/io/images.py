@@ -12,14 +12,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import cv2
 import numpy as np
 
 from visionpipe.errors import ImageDecodeError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 # IMREAD_COLOR converts gray/palette/alpha to 3-channel BGR and applies EXIF orientation;
 # ANYDEPTH keeps 16-bit samples so they are scaled down rather than truncated.

@@ -15,7 +15,14 @@ from typing import Any
 
 from visionpipe.errors import SpecError, UnknownOutputLayoutError
 from visionpipe.models.backend import Backend
-from visionpipe.models.decoders import DECODERS, DecodeParams, Decoder, build_decoder, canonical_family, matching_families
+from visionpipe.models.decoders import (
+    DECODERS,
+    DecodeParams,
+    Decoder,
+    build_decoder,
+    canonical_family,
+    matching_families,
+)
 from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
 from visionpipe.models.presets import DEFAULT_INPUT_SIZE, PRESETS
 from visionpipe.models.spec import ModelSpec, ThresholdSpec

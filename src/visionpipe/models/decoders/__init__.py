@@ -7,7 +7,12 @@ from typing import Any
 
 from visionpipe.errors import UnknownOutputLayoutError
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+)
 from visionpipe.models.decoders.dbnet import DbnetDecoder
 from visionpipe.models.decoders.end2end import End2EndDecoder
 from visionpipe.models.decoders.fastestdet import FastestdetDecoder

@@ -11,7 +11,13 @@ import cv2
 import numpy as np
 
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch, as_int
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+    as_int,
+)
 
 _DILATE = np.ones((2, 2), np.uint8)
 

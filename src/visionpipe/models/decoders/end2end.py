@@ -8,7 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch, as_int, expect_rank3
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+    as_int,
+    expect_rank3,
+)
 
 
 class End2EndDecoder(Decoder):

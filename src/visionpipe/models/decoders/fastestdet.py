@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch, as_int, select_scores
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+    as_int,
+    select_scores,
+)
 
 
 class FastestdetDecoder(Decoder):

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch, as_int, select_scores
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+    as_int,
+    select_scores,
+)
 
 
 class NanodetDecoder(Decoder):
@@ -48,14 +55,12 @@ class NanodetDecoder(Decoder):
             if kind in slot:
                 raise LayoutMismatch(f"nanodet found two {kind} outputs with {dims[0]} cells")
             slot[kind] = index
+        points, point_strides = [], []
         for cells, (stride, h, w) in sorted(sizes.items(), key=lambda kv: kv[1][0]):
             slot = found.get(cells, {})
             if set(slot) != {"scores", "boxes"}:
                 raise LayoutMismatch(f"nanodet is missing scores or boxes for stride {stride}")
             self.levels.append((slot["scores"], slot["boxes"], stride))
-
-        points, point_strides = [], []
-        for cells, (stride, h, w) in sorted(sizes.items(), key=lambda kv: kv[1][0]):
             gy, gx = np.mgrid[0:h, 0:w]
             points.append(np.stack([gx.ravel(), gy.ravel()], axis=1) * stride + (stride - 1) / 2)
             point_strides.append(np.full(h * w, stride))

@@ -7,7 +7,15 @@ import numpy as np
 
 from visionpipe.geometry import cxcywh_to_xyxy
 from visionpipe.models.backend import TensorInfo
-from visionpipe.models.decoders.base import Candidates, DecodeParams, Decoder, LayoutMismatch, as_int, expect_rank3, select_scores
+from visionpipe.models.decoders.base import (
+    Candidates,
+    DecodeParams,
+    Decoder,
+    LayoutMismatch,
+    as_int,
+    expect_rank3,
+    select_scores,
+)
 
 
 class Yolov8Decoder(Decoder):

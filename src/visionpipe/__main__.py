@@ -1,0 +1,3 @@
+from visionpipe.cli import main
+
+main()
