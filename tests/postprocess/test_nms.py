@@ -228,13 +228,25 @@ def test_class_aware_matches_reference(case):
 
 @settings(max_examples=150, deadline=None)
 @given(nms_inputs(class_aware=True), st.booleans())
-def test_scan_path_matches_reference_on_small_inputs(case, class_aware):
-    # The implementation switches from an IoU matrix to a scan above _MATRIX_LIMIT boxes per class.
-    # Lowering the limit runs the scan path on these small, tie-heavy inputs too. (The large-input
-    # tests below exercise the real switch without patching.)
+def test_walk_fallback_matches_reference_on_small_inputs(case, class_aware):
+    # The implementation iterates a fixed point a bounded number of times, then walks the boxes one
+    # by one. With no fixed-point steps allowed, the walk alone must give the greedy result.
     boxes, scores, class_ids, top_k, max_det, threshold = case
-    with mock.patch.object(nms_module, "_MATRIX_LIMIT", 0):
+    with mock.patch.object(nms_module, "_FIXED_POINT_STEPS", 0):
         check(boxes, scores, threshold, class_ids=class_ids if class_aware else None, top_k=top_k, max_det=max_det)
+
+
+@pytest.mark.parametrize("n", [5, 40, 200])
+def test_long_overlap_chain_matches_reference(n):
+    # Equal boxes shifted right by 0.3 of their width, scores falling left to right: each overlaps
+    # the next with IoU 0.7/1.3 > 0.5, so greedy keeps every other box -- a chain as long as the
+    # input, far past the fixed-point steps, which forces the walk without patching anything.
+    x = np.arange(n) * 3.0
+    boxes = np.stack([x, np.zeros(n), x + 10.0, np.full(n, 10.0)], axis=1)
+    scores = np.linspace(1.0, 0.5, n)
+    kept = nms(boxes, scores, 0.5)
+    np.testing.assert_array_equal(kept, np.arange(0, n, 2))
+    assert kept.tolist() == ref_nms(boxes, scores, 0.5)
 
 
 @settings(max_examples=100, deadline=None)
@@ -294,3 +306,12 @@ def test_large_class_aware_matches_reference():
     check(boxes, scores, 0.5, class_ids=class_ids)
     check(boxes, scores, 0.5, class_ids=class_ids, max_det=100)
     check(boxes, scores, 0.6, class_ids=class_ids, top_k=2400)
+
+
+@settings(max_examples=60, deadline=None)
+@given(nms_inputs(class_aware=True), st.booleans())
+def test_pairs_examined_in_small_chunks_give_the_same_result(case, class_aware):
+    # Candidate pairs are processed in bounded chunks; tiny chunks must not change what is kept.
+    boxes, scores, class_ids, top_k, max_det, threshold = case
+    with mock.patch.object(nms_module, "_PAIRS_PER_CHUNK", 3):
+        check(boxes, scores, threshold, class_ids=class_ids if class_aware else None, top_k=top_k, max_det=max_det)

@@ -17,6 +17,7 @@ from visionpipe.cli import detect, evaluate, models, samples
 app = typer.Typer(
     name="visionpipe",
     help="Run object detectors in production: detect, evaluate and inspect models.",
+    epilog="Example: visionpipe samples samples && visionpipe detect samples --save-images --out out",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -1,0 +1,468 @@
+"""Fusing the detections of several models on the same image: NMS, soft-NMS, weighted boxes fusion
+(WBF), non-maximum weighted (NMW) and consensus voting.
+
+Semantics follow the reference implementation, ``ensemble-boxes`` (Solovyev et al., "Weighted boxes
+fusion", 2021), which the tests compare against to 1e-5, with three deliberate differences:
+
+* a model weight of 0 removes that model (the package divides by a zero score sum and returns NaN
+  boxes; its author's advice is to drop such a model, which is what this does);
+* empty model outputs are fine for every method (the package's NMS fails on them);
+* soft-NMS returns the decayed scores by default, as the soft-NMS paper defines them (the package
+  returns each kept box's original score; ``rescore=False`` reproduces that).
+
+WBF and NMW cluster boxes in descending score order within each class, one box at a time: that
+order is what defines the result. Classes are independent, so every class advances in the same
+NumPy step ("rounds" of the r-th box of each class), which keeps the Python loop as short as the
+longest class instead of as long as the number of boxes.
+
+Arrays here are in normalised [0, 1] coordinates, as the method's clipping assumes; ``fuse``
+converts from and to pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from visionpipe.detections import Detections
+from visionpipe.errors import VisionpipeError
+from visionpipe.postprocess.nms import nms as greedy_nms
+
+
+class FusionError(VisionpipeError, ValueError):
+    """Fusion inputs are inconsistent: weights, scores or class lists."""
+
+
+class FusionMethod(str, Enum):
+    NMS = "nms"
+    SOFT_NMS = "soft-nms"
+    WBF = "wbf"
+    NMW = "nmw"
+    VOTE = "vote"
+
+
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+
+
+@dataclass
+class Fused:
+    """Fused boxes (normalised xyxy), scores, labels, and per box how many distinct models and how
+    many input boxes went into it (1 and 1 for the suppression methods)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    models: np.ndarray
+    members: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Fused:
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+@dataclass
+class _Boxes:
+    """Every model's boxes in one table, in model order then input order."""
+
+    boxes: np.ndarray  # (N, 4) float64, corners ordered and clipped to [0, 1]
+    scores: np.ndarray  # (N,) float64, weighted as the method wants
+    labels: np.ndarray  # (N,) int64
+    models: np.ndarray  # (N,) int64: index into the (zero-weight-free) model list
+    weights: np.ndarray  # (M,) float64: the weight of each model kept
+
+
+def _validate(
+    boxes_list: Sequence, scores_list: Sequence, labels_list: Sequence, weights: Sequence[float] | None
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
+    if not (len(boxes_list) == len(scores_list) == len(labels_list)):
+        raise FusionError("boxes, scores and labels must be given for the same number of models")
+    if weights is None:
+        weights = np.ones(len(boxes_list))
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(boxes_list),):
+        raise FusionError(f"{len(weights)} weights given for {len(boxes_list)} models")
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise FusionError(f"weights must be finite and non-negative, got {weights.tolist()}")
+    if len(weights) and not (weights > 0).any():
+        raise FusionError("at least one model needs a positive weight")
+    boxes, scores, labels = [], [], []
+    for m, (b, s, l) in enumerate(zip(boxes_list, scores_list, labels_list)):
+        b = np.asarray(b, dtype=np.float64).reshape(-1, 4) if np.size(b) else np.zeros((0, 4))
+        s = np.asarray(s, dtype=np.float64).reshape(-1)
+        l = np.asarray(l).reshape(-1)
+        if not (len(b) == len(s) == len(l)):
+            raise FusionError(f"model {m}: {len(b)} boxes, {len(s)} scores and {len(l)} labels")
+        if not np.isfinite(s).all() or (s < 0).any():
+            raise FusionError(f"model {m}: scores must be finite and non-negative")
+        if not np.isfinite(b).all():
+            raise FusionError(f"model {m}: box coordinates must be finite")
+        boxes.append(b)
+        scores.append(s)
+        labels.append(l.astype(np.int64))
+    return boxes, scores, labels, weights
+
+
+def _table(boxes_list, scores_list, labels_list, weights, skip_box_thr: float | None) -> _Boxes:
+    """Concatenate models, order corners, clip to [0, 1], drop zero-area and low-score boxes."""
+    keep_models = np.flatnonzero(weights > 0)
+    boxes = [boxes_list[m] for m in keep_models]
+    scores = [scores_list[m] for m in keep_models]
+    labels = [labels_list[m] for m in keep_models]
+    models = [np.full(len(b), i, np.int64) for i, b in enumerate(boxes)]
+    b = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    l = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    m = np.concatenate(models) if models else np.zeros(0, np.int64)
+    b = np.clip(np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], axis=1), 0.0, 1.0)
+    keep = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) != 0.0
+    if skip_box_thr is not None:
+        keep &= s >= skip_box_thr
+    return _Boxes(b[keep], s[keep], l[keep], m[keep], weights[keep_models])
+
+
+# -- suppression ------------------------------------------------------------------------------------
+
+
+def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
+    """Class-aware greedy NMS over all models' boxes; scores are scaled by weight / sum(weights)."""
+    boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
+    table = _table(boxes, scores, labels, weights, None)
+    scaled = table.scores * table.weights[table.models] / table.weights.sum()
+    keep = greedy_nms(table.boxes, scaled, iou_thr, class_ids=table.labels)
+    ones = np.ones(len(keep), np.int64)
+    return Fused(table.boxes[keep], scaled[keep], table.labels[keep], ones, ones)
+
+
+def soft_nms_fusion(
+    boxes_list,
+    scores_list,
+    labels_list,
+    weights=None,
+    iou_thr: float = 0.5,
+    sigma: float = 0.5,
+    thresh: float = 0.001,
+    method: str = "gaussian",
+    rescore: bool = True,
+) -> Fused:
+    """Soft-NMS (Bodla et al., 2017) per class: overlapping boxes have their scores decayed —
+    ``linear``: by (1 - IoU) above ``iou_thr``; ``gaussian``: by exp(-IoU^2 / sigma) — and boxes
+    whose decayed score stays above ``thresh`` are kept."""
+    if method not in ("linear", "gaussian"):
+        raise FusionError(f"soft-NMS method must be 'linear' or 'gaussian', got {method!r}")
+    if sigma <= 0:
+        raise FusionError("sigma must be positive")
+    boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
+    table = _table(boxes, scores, labels, weights, None)
+    scaled = table.scores * table.weights[table.models] / table.weights.sum()
+    out_index, out_scores = [], []
+    for label in np.unique(table.labels):
+        members = np.flatnonzero(table.labels == label)
+        kept, decayed = _soft_nms_one_class(table.boxes[members], scaled[members].copy(), iou_thr, sigma, thresh, method)
+        out_index.append(members[kept])
+        out_scores.append(decayed if rescore else scaled[members[kept]])
+    if not out_index:
+        return Fused.empty()
+    index = np.concatenate(out_index)
+    ones = np.ones(len(index), np.int64)
+    return Fused(table.boxes[index], np.concatenate(out_scores), table.labels[index], ones, ones)
+
+
+def _soft_nms_one_class(boxes, scores, iou_thr, sigma, thresh, method) -> tuple[np.ndarray, np.ndarray]:
+    """Positions kept and their decayed scores. Each step moves the best remaining box to the front
+    (swapping, so ties resolve as in the reference) and decays the rest by their overlap with it."""
+    n = len(boxes)
+    order = np.arange(n)
+    boxes = boxes.copy()
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in range(n):
+        if i < n - 1:
+            best = i + 1 + int(np.argmax(scores[i + 1 :]))
+            if scores[i] < scores[best]:
+                for array in (boxes, scores, areas, order):
+                    array[[i, best]] = array[[best, i]]
+        rest = slice(i + 1, n)
+        w = np.maximum(0.0, np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]))
+        h = np.maximum(0.0, np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]))
+        inter = w * h
+        overlap = inter / (areas[i] + areas[rest] - inter)
+        if method == "linear":
+            decay = np.where(overlap > iou_thr, 1.0 - overlap, 1.0)
+        else:
+            decay = np.exp(-(overlap * overlap) / sigma)
+        scores[rest] = decay * scores[rest]
+    kept = scores > thresh
+    return order[kept], scores[kept]
+
+
+# -- clustering: WBF and NMW --------------------------------------------------------------------------
+
+
+def _rounds(table: _Boxes, score_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class (in order of first appearance), its box indices sorted by descending score,
+    padded with -1 into a (classes, longest) matrix; plus the class labels."""
+    labels, first = np.unique(table.labels, return_index=True)
+    labels = labels[np.argsort(first, kind="stable")]
+    per_class = []
+    for label in labels:
+        members = np.flatnonzero(table.labels == label)
+        # argsort()[::-1], exactly as the reference orders each class (ties included)
+        per_class.append(members[score_key[members].argsort()[::-1]])
+    longest = max((len(p) for p in per_class), default=0)
+    grid = np.full((len(labels), longest), -1, np.int64)
+    for row, members in enumerate(per_class):
+        grid[row, : len(members)] = members
+    return grid, labels
+
+
+def _iou_to_clusters(clusters: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """IoU of each new box (m, 4) with each cluster box (m, C, 4), in the reference's operation order."""
+    x_a = np.maximum(clusters[..., 0], new[:, None, 0])
+    y_a = np.maximum(clusters[..., 1], new[:, None, 1])
+    x_b = np.minimum(clusters[..., 2], new[:, None, 2])
+    y_b = np.minimum(clusters[..., 3], new[:, None, 3])
+    inter = np.maximum(x_b - x_a, 0) * np.maximum(y_b - y_a, 0)
+    area_a = (clusters[..., 2] - clusters[..., 0]) * (clusters[..., 3] - clusters[..., 1])
+    area_b = (new[:, 2] - new[:, 0]) * (new[:, 3] - new[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / (area_a + area_b[:, None] - inter)
+
+
+def weighted_boxes_fusion(
+    boxes_list,
+    scores_list,
+    labels_list,
+    weights=None,
+    iou_thr: float = 0.55,
+    skip_box_thr: float = 0.0,
+    conf_type: str = "avg",
+    allows_overflow: bool = False,
+) -> Fused:
+    """Weighted boxes fusion: each class's boxes, by descending weighted score, join the cluster
+    whose fused box they overlap most (IoU > ``iou_thr``) or start a new one; a cluster's box is
+    the score-weighted mean of its members and its score is rescaled by how many models agreed
+    (``conf_type``: avg, max, box_and_model_avg, absent_model_aware_avg)."""
+    if conf_type not in CONF_TYPES:
+        raise FusionError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
+    boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
+    table = _table(boxes, scores, labels, weights, skip_box_thr)
+    weighted = table.scores * table.weights[table.models]
+    grid, class_labels = _rounds(table, weighted)
+    n_classes, longest = grid.shape
+    if longest == 0:
+        return Fused.empty()
+    n_models = len(table.weights)
+
+    fused = np.zeros((n_classes, longest, 4))  # each cluster's current box (what new boxes match)
+    acc = np.zeros((n_classes, longest, 4), np.float32)  # sum of score * box, float32 as the reference
+    score_sum = np.zeros((n_classes, longest))
+    score_max = np.zeros((n_classes, longest))
+    weight_sum = np.zeros((n_classes, longest))
+    count = np.zeros((n_classes, longest), np.int64)
+    seen = np.zeros((n_classes, longest, n_models), bool)
+    clusters = np.zeros(n_classes, np.int64)
+
+    for r in range(longest):
+        rows = np.flatnonzero(grid[:, r] >= 0)
+        index = grid[rows, r]
+        box, score, model = table.boxes[index], weighted[index], table.models[index]
+        width = int(clusters[rows].max())
+        target = np.full(len(rows), -1)
+        if width:
+            iou = _iou_to_clusters(fused[rows, :width], box)
+            iou[np.arange(width)[None, :] >= clusters[rows, None]] = -1.0
+            best = iou.argmax(axis=1)
+            matched = iou[np.arange(len(rows)), best] > iou_thr
+            target[matched] = best[matched]
+
+        join = target >= 0
+        r_j, c_j = rows[join], target[join]
+        acc[r_j, c_j] = acc[r_j, c_j] + score[join, None] * box[join]
+        score_sum[r_j, c_j] += score[join]
+        fused[r_j, c_j] = (acc[r_j, c_j].astype(np.float64) / score_sum[r_j, c_j, None]).astype(np.float32)
+
+        start = ~join
+        r_s = rows[start]
+        c_s = clusters[r_s]
+        fused[r_s, c_s] = box[start]  # a one-box cluster is that box, unrounded
+        acc[r_s, c_s] = score[start, None] * box[start]
+        score_sum[r_s, c_s] = score[start]
+        clusters[r_s] += 1
+
+        for r_x, c_x, sel in ((r_j, c_j, join), (r_s, c_s, start)):
+            count[r_x, c_x] += 1
+            weight_sum[r_x, c_x] += table.weights[model[sel]]
+            score_max[r_x, c_x] = np.maximum(score_max[r_x, c_x], score[sel])
+            seen[r_x, c_x, model[sel]] = True
+
+    valid = np.arange(longest)[None, :] < clusters[:, None]
+    n = count[valid]
+    single = n == 1
+    if conf_type == "max":
+        score = np.where(single, score_sum[valid], score_max[valid].astype(np.float32))
+    else:
+        score = np.where(single, score_sum[valid], (score_sum[valid] / n).astype(np.float32))
+    models_in = seen[valid]
+    if conf_type == "box_and_model_avg":
+        score = score * n / weight_sum[valid] * (models_in * table.weights).sum(axis=1) / table.weights.sum()
+    elif conf_type == "absent_model_aware_avg":
+        absent = (~models_in * table.weights).sum(axis=1)
+        score = score * n / (weight_sum[valid] + absent)
+    elif conf_type == "max":
+        score = score / table.weights.max()
+    elif not allows_overflow:
+        score = score * np.minimum(n_models, n) / table.weights.sum()
+    else:
+        score = score * n / table.weights.sum()
+
+    labels_out = np.repeat(class_labels, clusters)
+    order = score.argsort()[::-1]
+    return Fused(fused[valid][order], score[order], labels_out[order], models_in.sum(axis=1)[order], n[order])
+
+
+def non_maximum_weighted(
+    boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.55, skip_box_thr: float = 0.0
+) -> Fused:
+    """Non-maximum weighted (Zhou et al., 2017): clusters form around each class's best boxes
+    (IoU > ``iou_thr`` with the cluster's first box); the fused box averages members weighted by
+    score x IoU with that first box, and keeps its score. Weights are divided by the largest."""
+    boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
+    table = _table(boxes, scores, labels, weights / weights.max(), skip_box_thr)
+    weighted = table.scores * table.weights[table.models]
+    grid, class_labels = _rounds(table, weighted)
+    n_classes, longest = grid.shape
+    if longest == 0:
+        return Fused.empty()
+
+    heads = np.zeros((n_classes, longest), np.int64)  # box index of each cluster's first box
+    cluster_of = np.full(len(table.boxes), -1, np.int64)
+    clusters = np.zeros(n_classes, np.int64)
+    for r in range(longest):
+        rows = np.flatnonzero(grid[:, r] >= 0)
+        index = grid[rows, r]
+        width = int(clusters[rows].max())
+        target = np.full(len(rows), -1)
+        if width:
+            iou = _nmw_iou(table.boxes[heads[rows, :width]], table.boxes[index][:, None, :])
+            iou[np.arange(width)[None, :] >= clusters[rows, None]] = -1.0
+            best = iou.argmax(axis=1)
+            matched = iou[np.arange(len(rows)), best] > iou_thr
+            target[matched] = best[matched]
+        start = target < 0
+        target[start] = clusters[rows[start]]
+        heads[rows[start], target[start]] = index[start]
+        clusters[rows[start]] += 1
+        cluster_of[index] = rows * longest + target
+
+    # Average each cluster's members in the order they joined (score order), float32 as the reference.
+    flat_heads = heads.reshape(-1)
+    members = grid.T[grid.T >= 0]  # rank-major: every cluster receives its members in order
+    acc = np.zeros((n_classes * longest, 4), np.float32)
+    total = np.zeros(n_classes * longest)
+    head_of = flat_heads[cluster_of[members]]
+    member_weight = weighted[members] * _nmw_iou(table.boxes[members], table.boxes[head_of])
+    for rank in _rank_groups(cluster_of[members]):
+        slots = cluster_of[members[rank]]
+        acc[slots] = acc[slots] + member_weight[rank, None] * table.boxes[members[rank]]
+        total[slots] += member_weight[rank]
+    valid = (np.arange(longest)[None, :] < clusters[:, None]).reshape(-1)
+    boxes = (acc[valid].astype(np.float64) / total[valid, None]).astype(np.float32)
+    head_index = flat_heads[valid]
+    score = weighted[head_index].astype(np.float32)
+    counts = np.bincount(cluster_of[members], minlength=n_classes * longest)[valid]
+    models = np.array(
+        [len(set(table.models[cluster_of == slot])) for slot in np.flatnonzero(valid)], dtype=np.int64
+    )
+    labels_out = np.repeat(class_labels, clusters)
+    order = score.argsort()[::-1]
+    return Fused(boxes[order].astype(np.float64), score[order].astype(np.float64), labels_out[order], models[order], counts[order])
+
+
+def _nmw_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU (broadcasting), 0 where boxes do not intersect, as the reference's helper."""
+    x_a = np.maximum(a[..., 0], b[..., 0])
+    y_a = np.maximum(a[..., 1], b[..., 1])
+    x_b = np.minimum(a[..., 2], b[..., 2])
+    y_b = np.minimum(a[..., 3], b[..., 3])
+    inter = np.maximum(0, x_b - x_a) * np.maximum(0, y_b - y_a)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter == 0, 0.0, inter / (area_a + area_b - inter))
+
+
+def _rank_groups(slots: np.ndarray) -> list[np.ndarray]:
+    """Split positions into groups where each slot appears at most once, preserving each slot's order:
+    group k holds every slot's k-th occurrence."""
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_slots)) + 1]
+    rank = np.arange(len(slots)) - np.repeat(starts, np.diff(np.r_[starts, len(slots)]))
+    ranks = np.empty(len(slots), np.int64)
+    ranks[order] = rank
+    return [np.flatnonzero(ranks == k) for k in range(int(ranks.max()) + 1)] if len(slots) else []
+
+
+def consensus_vote(
+    boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.55, skip_box_thr: float = 0.0, min_votes: int = 2
+) -> Fused:
+    """Keep a fused box only where at least ``min_votes`` distinct models agree (WBF clusters)."""
+    if min_votes < 1:
+        raise FusionError("min_votes must be at least 1")
+    fused = weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr)
+    keep = fused.models >= min_votes
+    return Fused(fused.boxes[keep], fused.scores[keep], fused.labels[keep], fused.models[keep], fused.members[keep])
+
+
+# -- Detections in, Detections out ----------------------------------------------------------------------
+
+
+def fuse(
+    members: Sequence[Detections],
+    method: FusionMethod | str = FusionMethod.WBF,
+    *,
+    image_size: tuple[int, int],
+    weights: Sequence[float] | None = None,
+    iou_threshold: float = 0.55,
+    skip_box_threshold: float = 0.0,
+    conf_type: str = "avg",
+    sigma: float = 0.5,
+    soft_threshold: float = 0.001,
+    soft_method: str = "gaussian",
+    min_votes: int = 2,
+) -> Detections:
+    """Fuse per-model Detections of one image (pixel boxes, ``image_size`` = (width, height)).
+
+    All members must share class names (map them first: see ``align_classes``). The result keeps,
+    per box, ``data["models"]`` (distinct models that agreed) and ``data["members"]`` (boxes fused).
+    """
+    method = FusionMethod(method)
+    if not members:
+        raise FusionError("nothing to fuse: no member detections")
+    names = members[0].class_names
+    if any(m.class_names != names for m in members):
+        raise FusionError("members have different class lists; align them by name first")
+    width, height = image_size
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    boxes = [m.xyxy.astype(np.float64) / scale for m in members]
+    scores = [m.confidence for m in members]
+    labels = [m.class_id for m in members]
+    if method is FusionMethod.NMS:
+        out = nms_fusion(boxes, scores, labels, weights, iou_threshold)
+    elif method is FusionMethod.SOFT_NMS:
+        out = soft_nms_fusion(boxes, scores, labels, weights, iou_threshold, sigma, soft_threshold, soft_method)
+    elif method is FusionMethod.WBF:
+        out = weighted_boxes_fusion(boxes, scores, labels, weights, iou_threshold, skip_box_threshold, conf_type)
+    elif method is FusionMethod.NMW:
+        out = non_maximum_weighted(boxes, scores, labels, weights, iou_threshold, skip_box_threshold)
+    else:
+        out = consensus_vote(boxes, scores, labels, weights, iou_threshold, skip_box_threshold, min_votes)
+    return Detections(
+        xyxy=out.boxes * scale,
+        confidence=out.scores,
+        class_id=out.labels,
+        data={"models": out.models, "members": out.members},
+        class_names=names,
+    )
