@@ -33,13 +33,13 @@ class CocoEvaluation:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "mAP@.5:.95": round(self.map_50_95, 4),
-            "mAP@.5": round(self.map_50, 4),
-            "mAP@.75": round(self.map_75, 4),
+            "mAP@.5:.95": self.map_50_95,
+            "mAP@.5": self.map_50,
+            "mAP@.75": self.map_75,
             "images": self.images,
             "failed_images": self.failed_images,
             "detections": len(self.detections),
-            "per_class_ap": {k: round(v, 4) for k, v in self.per_class_ap.items()},
+            "per_class_ap": dict(self.per_class_ap),
         }
 
 

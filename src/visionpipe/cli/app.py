@@ -68,6 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     except (VisionpipeError, OSError, ValueError) as exc:
         if debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo("error: " + " ".join(str(exc).split()), err=True)  # one line, whatever the cause
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

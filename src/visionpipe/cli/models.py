@@ -7,7 +7,11 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Inspect model files and list built-in models.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect model files and list built-in models.",
+    epilog="Example: visionpipe models inspect model.onnx --json",
+    no_args_is_help=True,
+)
 
 
 @app.command("inspect", epilog="Example: visionpipe models inspect yolox_nano_416_coco.onnx --json")
