@@ -1,9 +1,14 @@
-"""Pipeline: decode -> preprocess -> batched inference -> decode outputs -> NMS -> Detections.
+"""Pipeline: decode -> preprocess -> batched inference -> decode outputs -> NMS -> (fuse) -> Detections.
 
 Decoding, preprocessing and post-processing run in a bounded thread pool (OpenCV, NumPy and ONNX
 Runtime release the GIL), overlapped with inference, so the model is not kept waiting. Results come
 back in input order; an input that fails carries its error instead of detections and never stops
 the others.
+
+Given several models, the pipeline is an ensemble: every member sees the same decoded frame through
+its own preprocessing and decoder, and the members' detections are fused (WBF by default). Classes
+are matched by name; a class only one member knows passes through unfused. A member that fails on
+a frame is recorded in ``Result.member_errors`` and the others are still fused.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,8 +35,11 @@ from visionpipe.io.images import (
 from visionpipe.models.decoders import Candidates, DecodeParams
 from visionpipe.models.loader import DetectionModel, class_ids_for, load_model
 from visionpipe.models.spec import ModelSpec
+from visionpipe.postprocess.fusion import FusionError, FusionMethod, fuse
 from visionpipe.postprocess.nms import nms
 from visionpipe.preprocess import BoxTransform, preprocess
+
+ModelSource = DetectionModel | ModelSpec | dict[str, Any] | str | Path
 
 
 @dataclass
@@ -50,7 +58,11 @@ class StageTimes:
 
 @dataclass
 class Result:
-    """What the pipeline made of one input: detections, or the error that stopped it."""
+    """What the pipeline made of one input: detections, or the error that stopped it.
+
+    For an ensemble, ``members`` holds each member's own detections (before fusion) and
+    ``member_errors`` the members that failed on this input.
+    """
 
     index: int
     image_id: str
@@ -59,35 +71,75 @@ class Result:
     detections: Detections | None = None
     times: StageTimes = field(default_factory=StageTimes)
     error: Exception | None = None
+    members: dict[str, Detections] = field(default_factory=dict)
+    member_errors: dict[str, Exception] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class FusionConfig:
+    """How an ensemble's members are fused (see ``visionpipe.postprocess.fusion``)."""
+
+    method: FusionMethod = FusionMethod.WBF
+    weights: tuple[float, ...] | None = None
+    iou_threshold: float = 0.55
+    skip_box_threshold: float = 0.0
+    conf_type: str = "avg"
+    sigma: float = 0.5
+    soft_threshold: float = 0.001
+    soft_method: str = "gaussian"
+    min_votes: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", FusionMethod(self.method))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+
+
+class EnsembleError(Exception):
+    """Every member of an ensemble failed on an input; ``errors`` maps member names to causes."""
+
+    def __init__(self, errors: dict[str, Exception]) -> None:
+        super().__init__("; ".join(f"{name}: {error}" for name, error in errors.items()))
+        self.errors = errors
+
+
+@dataclass
+class _Member:
+    name: str
+    model: DetectionModel
+    params: DecodeParams
+    to_ensemble: np.ndarray  # member class id -> ensemble class id
+
+
 @dataclass
 class _Prepared:
     result: Result
-    tensor: np.ndarray | None = None
-    transform: BoxTransform | None = None
+    tensors: list[np.ndarray] = field(default_factory=list)  # one per member
+    transforms: list[BoxTransform] = field(default_factory=list)
 
 
 class Pipeline:
-    """A detector ready to run on images.
+    """A detector (or an ensemble of detectors) ready to run on images.
 
-    Build it from a :class:`DetectionModel`, a spec file or dict, or a model file::
+    Build it from a :class:`DetectionModel`, a spec file or dict, or a model file — or a list of
+    them for an ensemble::
 
         pipe = Pipeline("yolox.yaml", conf=0.3)
         detections = pipe("photo.jpg")
         for result in pipe.stream(paths, batch_size=8):
             ...
+        ensemble = Pipeline(["yolox.yaml", "nanodet.yaml"], fusion="wbf", weights=[2, 1])
 
-    Threshold arguments left as None keep the model's defaults.
+    Threshold arguments left as None keep each model's defaults.
     """
 
     def __init__(
         self,
-        model: DetectionModel | ModelSpec | dict[str, Any] | str | Path,
+        model: ModelSource | Sequence[ModelSource],
         *,
         conf: float | None = None,
         iou: float | None = None,
@@ -103,6 +155,9 @@ class Pipeline:
         family: str | None = None,
         intra_op_threads: int | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
+        fusion: FusionMethod | str | FusionConfig = FusionMethod.WBF,
+        weights: Sequence[float] | None = None,
+        fusion_iou: float | None = None,
     ) -> None:
         cores = os.cpu_count() or 1
         # Small detectors scale poorly across ONNX Runtime's intra-op threads; two runs side by
@@ -110,9 +165,16 @@ class Pipeline:
         concurrency = concurrency or (min(2, cores) if device == "cpu" else 1)
         if intra_op_threads is None:
             intra_op_threads = max(1, cores // concurrency) if device == "cpu" else 0
-        if not isinstance(model, DetectionModel):
-            model = load_model(model, family=family, device=device, intra_op_threads=intra_op_threads)
-        self.model = model
+        sources = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not sources:
+            raise ValueError("a pipeline needs at least one model")
+        models = [
+            m if isinstance(m, DetectionModel) else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads)
+            for m in sources
+        ]
+        self.class_names = _union_names(models)
+        if len(models) > 1 and len(self.class_names) == sum(len(m.class_names) for m in models):
+            raise FusionError("the ensemble's models share no class name, so there is nothing to fuse")
         overrides = {
             "score_threshold": conf,
             "iou_threshold": iou,
@@ -120,9 +182,32 @@ class Pipeline:
             "agnostic": agnostic,
             "top_k": top_k,
             "max_det": max_det,
-            "classes": None if classes is None else class_ids_for(classes, model.class_names),
         }
-        self.params: DecodeParams = replace(model.params, **{k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        names = _unique_names([m.name for m in models])
+        self.members = [
+            _Member(
+                name=name,
+                model=m,
+                params=replace(
+                    m.params,
+                    **overrides,
+                    **({} if classes is None else {"classes": _member_class_filter(classes, m.class_names, len(models) > 1)}),
+                ),
+                to_ensemble=np.array([self.class_names.index(n) for n in m.class_names], dtype=np.int64),
+            )
+            for name, m in zip(names, models)
+        ]
+        config = fusion if isinstance(fusion, FusionConfig) else FusionConfig(method=FusionMethod(fusion))
+        if weights is not None:
+            config = replace(config, weights=tuple(float(w) for w in weights))
+        if fusion_iou is not None:
+            config = replace(config, iou_threshold=fusion_iou)
+        if config.weights is not None and len(config.weights) != len(models):
+            raise FusionError(f"{len(config.weights)} weights given for {len(models)} models")
+        if config.weights is not None and (any(w < 0 or not np.isfinite(w) for w in config.weights) or not any(config.weights)):
+            raise FusionError(f"weights must be non-negative with at least one positive, got {list(config.weights)}")
+        self.fusion = config
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
@@ -131,6 +216,24 @@ class Pipeline:
         self.limits = limits
         self._pool: ThreadPoolExecutor | None = None
         self._inference_pool: ThreadPoolExecutor | None = None
+
+    @property
+    def model(self) -> DetectionModel:
+        """The model (the first member, for an ensemble)."""
+        return self.members[0].model
+
+    @property
+    def params(self) -> DecodeParams:
+        """The decode parameters in force (the first member's, for an ensemble)."""
+        return self.members[0].params
+
+    @property
+    def is_ensemble(self) -> bool:
+        return len(self.members) > 1
+
+    @property
+    def name(self) -> str:
+        return "+".join(m.name for m in self.members)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -155,7 +258,7 @@ class Pipeline:
 
     @property
     def inference_pool(self) -> ThreadPoolExecutor:
-        """``concurrency`` threads, each running one batch through the backend at a time."""
+        """``concurrency`` threads, each running one batch through the backends at a time."""
         if self._inference_pool is None:
             self._inference_pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="visionpipe-infer")
         return self._inference_pool
@@ -210,82 +313,104 @@ class Pipeline:
     def _prepare(self, index: int, source: ImageInput) -> _Prepared:
         name = describe_source(source)
         image_id = Path(name).name if isinstance(source, (str, os.PathLike)) else str(index)
-        result = Result(index=index, image_id=image_id, source=name)
+        item = _Prepared(Result(index=index, image_id=image_id, source=name))
         try:
             start = time.perf_counter()
             image = decode_image(source, self.limits)
             decoded = time.perf_counter()
-            tensor, transform = preprocess(image, self.model.input_hw, self.model.preprocess)
-            result.image_size = (image.shape[0], image.shape[1])
-            result.times.decode = decoded - start
-            result.times.preprocess = time.perf_counter() - decoded
-            return _Prepared(result, tensor, transform)
+            for member in self.members:
+                tensor, transform = preprocess(image, member.model.input_hw, member.model.preprocess)
+                item.tensors.append(tensor)
+                item.transforms.append(transform)
+            item.result.image_size = (image.shape[0], image.shape[1])
+            item.result.times.decode = decoded - start
+            item.result.times.preprocess = time.perf_counter() - decoded
         except Exception as exc:  # one bad input must never stop the rest
-            result.error = exc
-            return _Prepared(result)
+            item.result.error = exc
+        return item
 
     def _infer(self, batch: list[_Prepared]) -> list[Future[Result]]:
-        """Run inference on the good inputs of a batch; hand each image's decoding to the pool."""
+        """Run every member on the good inputs of a batch; hand each image's decoding to the pool."""
         good = [p for p in batch if p.result.error is None]
-        per_image = self._run_backend(good)
+        per_member = [self._run_backend(k, good) for k in range(len(self.members))]
         futures = []
         for item in batch:
             if item.result.error is not None:
                 futures.append(_done(item.result))
                 continue
-            outputs = per_image.pop(0)
-            if isinstance(outputs, Exception):
-                item.result.error = outputs
+            outputs = [runs.pop(0) for runs in per_member]
+            if not self.is_ensemble and isinstance(outputs[0], Exception):
+                item.result.error = outputs[0]
                 futures.append(_done(item.result))
             else:
                 futures.append(self.pool.submit(self._finish, item, outputs))
         return futures
 
-    def _run_backend(self, good: list[_Prepared]) -> list[list[np.ndarray] | Exception]:
-        """Per-image outputs (each keeping a batch axis of 1), or the error of that image's run."""
+    def _run_backend(self, k: int, good: list[_Prepared]) -> list[list[np.ndarray] | Exception]:
+        """Member k's per-image outputs (each keeping a batch axis of 1), or that image's error."""
         if not good:
             return []
-        backend = self.model.backend
+        backend = self.members[k].model.backend
         start = time.perf_counter()
         try:
             if backend.fixed_batch == 1 or len(good) == 1:
-                outputs = [backend.run(p.tensor[None]) for p in good]  # type: ignore[index]
+                outputs = [backend.run(p.tensors[k][None]) for p in good]
             else:
-                stacked = backend.run(np.stack([p.tensor for p in good]))  # type: ignore[misc]
-                outputs = [[o[i : i + 1] for o in stacked] for i in range(len(good))]
+                outputs = [None] * len(good)
+                for same_shape in _by_shape([p.tensors[k] for p in good]):  # "fit" sizes vary
+                    stacked = backend.run(np.stack([good[i].tensors[k] for i in same_shape]))
+                    for row, i in enumerate(same_shape):
+                        outputs[i] = [o[row : row + 1] for o in stacked]
         except Exception:
             # A batch failed as a whole: run images alone so only the guilty one fails.
-            return [self._single(p) for p in good]
+            return [self._single(k, p) for p in good]
         share = (time.perf_counter() - start) / len(good)
         for p in good:
-            p.result.times.infer = share
-        return outputs  # type: ignore[return-value]
-
-    def _single(self, item: _Prepared) -> list[np.ndarray] | Exception:
-        start = time.perf_counter()
-        try:
-            outputs = self.model.backend.run(item.tensor[None])  # type: ignore[index]
-        except Exception as exc:
-            return exc
-        item.result.times.infer = time.perf_counter() - start
+            p.result.times.infer += share
         return outputs
 
-    def _finish(self, item: _Prepared, outputs: list[np.ndarray]) -> Result:
-        result = item.result
+    def _single(self, k: int, item: _Prepared) -> list[np.ndarray] | Exception:
         start = time.perf_counter()
         try:
-            candidates = self.model.decoder.decode(outputs, self.params)[0]
-            result.detections = self.postprocess(candidates, item.transform)  # type: ignore[arg-type]
+            outputs = self.members[k].model.backend.run(item.tensors[k][None])
         except Exception as exc:
-            result.error = exc
+            return exc
+        item.result.times.infer += time.perf_counter() - start
+        return outputs
+
+    def _finish(self, item: _Prepared, outputs: list[list[np.ndarray] | Exception]) -> Result:
+        result = item.result
+        start = time.perf_counter()
+        for k, (member, member_outputs) in enumerate(zip(self.members, outputs)):
+            if isinstance(member_outputs, Exception):
+                result.member_errors[member.name] = member_outputs
+                continue
+            try:
+                candidates = member.model.decoder.decode(member_outputs, member.params)[0]
+                result.members[member.name] = self.postprocess(candidates, item.transforms[k], k)
+            except Exception as exc:
+                result.member_errors[member.name] = exc
+        if not self.is_ensemble:
+            if result.member_errors:
+                result.error = next(iter(result.member_errors.values()))
+            else:
+                result.detections = result.members[self.members[0].name]
+            result.members, result.member_errors = {}, {}
+        elif not result.members:
+            result.error = EnsembleError(result.member_errors)
+        else:
+            try:
+                result.detections = self.fuse(result.members, result.image_size)  # type: ignore[arg-type]
+            except Exception as exc:
+                result.error = exc
         result.times.postprocess = time.perf_counter() - start
         return result
 
-    def postprocess(self, candidates: Candidates, transform: BoxTransform) -> Detections:
-        """Map candidates to the original image, clip, and suppress duplicates."""
+    def postprocess(self, candidates: Candidates, transform: BoxTransform, member: int = 0) -> Detections:
+        """Map one member's candidates to the original image, clip, and suppress duplicates."""
+        model, params = self.members[member].model, self.members[member].params
         boxes = transform.to_original(candidates.xyxy.astype(np.float32, copy=False))
-        params = self.params
-        if self.model.decoder.applies_nms:
+        if model.decoder.applies_nms:
             keep = nms(
                 boxes,
                 candidates.scores,
@@ -304,8 +429,93 @@ class Pipeline:
             confidence=candidates.scores[keep],
             class_id=candidates.class_ids[keep],
             data=data,
-            class_names=self.model.class_names,
+            class_names=model.class_names,
         )
+
+    def fuse(self, member_detections: dict[str, Detections], image_size: tuple[int, int]) -> Detections:
+        """Fuse the members' detections of one image (``image_size`` = (height, width)).
+
+        Each group of classes known to the same members is fused among those members alone; a
+        class only one member knows passes through with its scores unchanged.
+        """
+        present = [k for k, m in enumerate(self.members) if m.name in member_detections]
+        mapped = {k: _to_ensemble(member_detections[self.members[k].name], self.members[k], self.class_names) for k in present}
+        knows = np.zeros((len(self.class_names), len(self.members)), dtype=bool)
+        for k, member in enumerate(self.members):
+            knows[member.to_ensemble, k] = True
+        height, width = image_size
+        parts = []
+        for pattern in np.unique(knows, axis=0):
+            group = np.flatnonzero((knows == pattern).all(axis=1))
+            voters = [k for k in np.flatnonzero(pattern) if k in mapped]
+            subsets = [mapped[k][np.isin(mapped[k].class_id, group)] for k in voters]
+            if len(voters) == 1 and pattern.sum() == 1:
+                ones = np.ones(len(subsets[0]), np.int64)
+                parts.append(replace(subsets[0], data={"models": ones, "members": ones}))
+            elif voters:
+                weights = None if self.fusion.weights is None else [self.fusion.weights[k] for k in voters]
+                if weights is not None and not any(weights):
+                    continue  # only zero-weight members know these classes
+                parts.append(
+                    fuse(
+                        subsets,
+                        self.fusion.method,
+                        image_size=(width, height),
+                        weights=weights,
+                        iou_threshold=self.fusion.iou_threshold,
+                        skip_box_threshold=self.fusion.skip_box_threshold,
+                        conf_type=self.fusion.conf_type,
+                        sigma=self.fusion.sigma,
+                        soft_threshold=self.fusion.soft_threshold,
+                        soft_method=self.fusion.soft_method,
+                        min_votes=self.fusion.min_votes,
+                    )
+                )
+        if not parts:
+            return Detections.empty(self.class_names)
+        fused = Detections.concatenate(parts)
+        return fused[np.argsort(-fused.confidence, kind="stable")]
+
+
+def _by_shape(tensors: list[np.ndarray]) -> list[list[int]]:
+    """Positions of the tensors grouped by shape, in order of first appearance."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, tensor in enumerate(tensors):
+        groups.setdefault(tensor.shape, []).append(i)
+    return list(groups.values())
+
+
+def _union_names(models: Sequence[DetectionModel]) -> tuple[str, ...]:
+    """Every class any model knows, in order of first appearance."""
+    return tuple(dict.fromkeys(name for m in models for name in m.class_names))
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 and names.count(name) == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def _member_class_filter(classes: list[int | str], names: tuple[str, ...], ensemble: bool) -> tuple[int, ...]:
+    """A member's class filter; in an ensemble, names the member does not know are simply skipped."""
+    if not ensemble:
+        return class_ids_for(classes, names)
+    return tuple(names.index(c) for c in classes if isinstance(c, str) and c in names) + tuple(
+        int(c) for c in classes if not isinstance(c, str) or c.isdigit()
+    )
+
+
+def _to_ensemble(detections: Detections, member: _Member, names: tuple[str, ...]) -> Detections:
+    """A member's detections with class ids of the ensemble's class list (other data dropped)."""
+    return Detections(
+        xyxy=detections.xyxy,
+        confidence=detections.confidence,
+        class_id=member.to_ensemble[detections.class_id],
+        class_names=names,
+    )
 
 
 def _done(result: Result) -> Future[Result]:
@@ -314,4 +524,4 @@ def _done(result: Result) -> Future[Result]:
     return future
 
 
-__all__ = ["Pipeline", "Result", "StageTimes"]
+__all__ = ["EnsembleError", "FusionConfig", "Pipeline", "Result", "StageTimes"]

@@ -20,6 +20,9 @@ from visionpipe.geometry import clip_boxes, scale_boxes
 class ResizeMode(str, Enum):
     STRETCH = "stretch"  # resize to the input size, ignoring aspect ratio
     LETTERBOX = "letterbox"  # keep aspect ratio, pad the rest
+    # keep aspect ratio, shrink to fit the input size (never enlarge), round each side to a multiple
+    # of size_divisor, no padding: tensors differ in shape per image (dynamic-size models, PP-OCR)
+    FIT = "fit"
 
 
 class PadAnchor(str, Enum):
@@ -53,6 +56,7 @@ class PreprocessConfig:
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size_divisor: int = 32  # "fit" only
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resize", ResizeMode(self.resize))
@@ -67,6 +71,8 @@ class PreprocessConfig:
             object.__setattr__(self, name, values)
         if any(s == 0 for s in self.std):
             raise ValueError("std must not contain zeros")
+        if self.size_divisor < 1:
+            raise ValueError("size_divisor must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ def preprocess(
 ) -> tuple[np.ndarray, BoxTransform]:
     """Resize/pad/normalise one HxWx3 uint8 BGR image into a (3, H, W) float32 tensor.
 
-    ``input_size`` is (height, width) of the model input.
+    ``input_size`` is (height, width) of the model input (the largest allowed, for "fit").
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputShapeError(f"expected an HxWx3 BGR image, got shape {image.shape}")
@@ -128,6 +134,14 @@ def resize_to_input(
     if config.resize is ResizeMode.STRETCH:
         resized = cv2.resize(image, (in_w, in_h), interpolation=interpolation)
         return resized, BoxTransform(in_w / width, in_h / height, 0.0, 0.0, width, height)
+
+    if config.resize is ResizeMode.FIT:
+        ratio = min(1.0, in_h / height, in_w / width)
+        step = config.size_divisor
+        new_w = max(step, min(in_w // step * step, round(width * ratio / step) * step))
+        new_h = max(step, min(in_h // step * step, round(height * ratio / step) * step))
+        resized = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+        return resized, BoxTransform(new_w / width, new_h / height, 0.0, 0.0, width, height)
 
     # (w, h) * min(in_w / w, in_h / h), truncated as the reference demos do, but in integers:
     # float ratios land just below whole numbers often enough to lose a pixel row.

@@ -96,7 +96,7 @@ def test_same_class_same_colour():
 def label_pixels(out: np.ndarray, box, colour, thickness: int = 2) -> np.ndarray:
     """Pixels of the class colour that are not on the box outline: the label's background."""
     mask = is_colour(out, colour)
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
+    x1, y1, x2, y2 = (round(v) for v in box)
     band = thickness + 1
     outline = np.zeros_like(mask)
     ys, xs = slice(max(y1 - band, 0), y2 + band + 1), slice(max(x1 - band, 0), x2 + band + 1)
@@ -180,14 +180,14 @@ def test_labels_at_the_borders_are_not_clipped(where, reference_label):
 def test_label_of_a_box_at_the_left_edge_starts_at_the_edge():
     box = (0, 300, 200, 500)
     out = annotate(canvas(), dets([box], [0], polygon=dot_polygon(box)))
-    lx1, ly1, lx2, ly2 = extent(label_only(out, box, class_colour(0)))
+    lx1, _, _, ly2 = extent(label_only(out, box, class_colour(0)))
     assert lx1 <= 3 and ly2 <= 300  # above the box, from the left border
 
 
 def test_label_of_a_box_at_the_right_edge_is_pulled_in(reference_label):
     box = (950, 300, W, 500)  # narrower than its label
     out = annotate(canvas(), dets([box], [0], polygon=dot_polygon(box)))
-    lx1, ly1, lx2, ly2 = extent(label_only(out, box, class_colour(0)))
+    lx1, _, lx2, _ = extent(label_only(out, box, class_colour(0)))
     assert lx2 >= W - 3  # ends at the right border
     assert lx2 - lx1 + 1 >= reference_label[0] - 2  # not cut off
 

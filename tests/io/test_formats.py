@@ -283,11 +283,10 @@ def test_exception_inside_with_leaves_no_file(tmp_path, results, writer_class, e
     folder.mkdir()
     (folder / "unrelated.txt").write_text("keep me")
     path = folder / "results.data"
-    with pytest.raises(type(exception)):
-        with writer_class(path) as writer:
-            writer.write(results[0])
-            assert not path.exists()
-            raise exception
+    with pytest.raises(type(exception)), writer_class(path) as writer:
+        writer.write(results[0])
+        assert not path.exists()
+        raise exception
     assert not path.exists()
     assert folder_listing(folder) == ["unrelated.txt"]
 
@@ -296,30 +295,27 @@ def test_exception_inside_with_leaves_no_file(tmp_path, results, writer_class, e
 def test_failed_run_keeps_the_previous_file(tmp_path, results, writer_class):
     path = tmp_path / "results.data"
     path.write_text("previous run\n")
-    with pytest.raises(RuntimeError):
-        with writer_class(path) as writer:
-            writer.write(results[0])
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), writer_class(path) as writer:
+        writer.write(results[0])
+        raise RuntimeError("interrupted")
     assert path.read_text() == "previous run\n"
     assert folder_listing(tmp_path) == ["results.data"]
 
 
 def test_coco_writer_exception_leaves_no_file(tmp_path, results):
     path = tmp_path / "coco.json"
-    with pytest.raises(RuntimeError):
-        with CocoWriter(path, NAMES) as writer:
-            writer.write(results[0])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), CocoWriter(path, NAMES) as writer:
+        writer.write(results[0])
+        raise RuntimeError("boom")
     assert folder_listing(tmp_path) == []
 
 
 def test_atomic_open_keeps_existing_file_when_block_raises(tmp_path):
     path = tmp_path / "data.json"
     path.write_text("old content")
-    with pytest.raises(ValueError):
-        with atomic_open(path) as handle:
-            handle.write("new, half-written")
-            raise ValueError("stop")
+    with pytest.raises(ValueError), atomic_open(path) as handle:
+        handle.write("new, half-written")
+        raise ValueError("stop")
     assert path.read_text() == "old content"
     assert folder_listing(tmp_path) == ["data.json"]
 
@@ -337,3 +333,33 @@ def test_atomic_open_replaces_on_success_and_creates_parents(tmp_path):
     atomic_write_bytes(path, b"\x00\x01")
     assert path.read_bytes() == b"\x00\x01"
     assert folder_listing(path.parent) == ["data.txt"]
+
+
+@pytest.mark.parametrize("kind", ["atomic_open", "jsonl", "csv", "coco", "yolo"])
+def test_published_files_get_ordinary_permissions(tmp_path, results, kind):
+    """An output file written atomically should be as readable as one written with open(): the
+    temporary file's private 0600 mode must not leak into the published file."""
+    old_umask = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        if kind == "atomic_open":
+            path = tmp_path / "a.json"
+            with atomic_open(path) as handle:
+                handle.write("x")
+        elif kind == "coco":
+            path = tmp_path / "c.json"
+            with CocoWriter(path, NAMES) as writer:
+                writer.write(results[0])
+        elif kind == "yolo":
+            with YoloWriter(tmp_path / "labels") as writer:
+                writer.write(results[0])
+            path = tmp_path / "labels" / "a.txt"
+        else:
+            path = tmp_path / f"out.{kind}"
+            with (JsonlWriter if kind == "jsonl" else CsvWriter)(path) as writer:
+                writer.write(results[0])
+    finally:
+        os.umask(old_umask)
+    assert oct(plain.stat().st_mode & 0o777) == oct(0o644)  # what open() gives under umask 022
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)

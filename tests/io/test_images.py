@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -488,3 +490,46 @@ def test_bytes_over_max_bytes():
     data = make_png(4, 4, 8, 0, bytes(16))
     expect_error(data, "exceeds", limits=DecodeLimits(max_bytes=len(data) - 1))
     assert_bgr8(decode_image(data, DecodeLimits(max_bytes=len(data))), 4, 4)
+
+
+def test_max_bytes_applies_to_files_whose_size_is_unknown_in_advance(tmp_path):
+    """A named pipe (or /dev/stdin, a character device) reports size 0, so the size check before
+    reading cannot see its length; the bytes actually read must still respect max_bytes."""
+    pixels = np.random.default_rng(4).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    data = make_png(100, 100, 8, 2, pixels.tobytes())
+    assert len(data) > 20_000
+    fifo = tmp_path / "stream.png"
+    os.mkfifo(fifo)
+    assert fifo.stat().st_size == 0
+
+    def feed() -> None:
+        try:
+            with open(fifo, "wb") as handle:
+                handle.write(data)
+        except BrokenPipeError:
+            pass  # the reader stopped early: fine
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        expect_error(fifo, "exceeds", limits=DecodeLimits(max_bytes=10_000))
+    finally:
+        # unblock the writer if decode_image never opened the pipe, then drain it
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            deadline = time.monotonic() + 10
+            writer.join(timeout=0.2)
+            while writer.is_alive() and time.monotonic() < deadline:
+                try:
+                    os.read(fd, 65536)
+                except BlockingIOError:
+                    pass
+                writer.join(timeout=0.05)
+        finally:
+            os.close(fd)
+
+
+def test_path_with_a_nul_character_is_a_decode_error():
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image("photo\x00.jpg")
+    assert "photo" in str(info.value)

@@ -59,6 +59,7 @@ def detect(
         YoloWriter,
         atomic_open,
         atomic_write_bytes,
+        unique_name,
     )
     from visionpipe.io.images import DecodeLimits, decode_image
     from visionpipe.io.sources import expand_sources
@@ -103,7 +104,7 @@ def detect(
                 else:
                     boxes += len(result.detections)
                     if save_images:
-                        name = _unique_name(Path(result.source).name, result.index, used_names)
+                        name = unique_name(Path(result.source).name, result.index, used_names)
                         drawn = annotate(decode_image(result.source, pipeline.limits), result.detections)
                         atomic_write_bytes(out / "annotated" / name, encode_image(drawn, Path(name).suffix))
                 advance()
@@ -134,9 +135,3 @@ def detect(
     if failures:
         raise typer.Exit(2)
 
-
-def _unique_name(name: str, index: int, used: set[str]) -> str:
-    if name in used:
-        name = f"{index:06d}_{name}"
-    used.add(name)
-    return name

@@ -25,12 +25,28 @@ from visionpipe.detections import Detections
 from visionpipe.pipeline import Result
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; published outputs get what open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+def _temp_beside(path: Path) -> tuple[int, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.fchmod(fd, _FILE_MODE)
+    return fd, Path(tmp)
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Write to a temporary file beside ``path`` and rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
             yield handle
@@ -38,7 +54,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -88,9 +104,7 @@ class _StreamingFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        self.tmp = Path(tmp)
+        fd, self.tmp = _temp_beside(path)
         self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
 
     def publish(self) -> None:
@@ -179,11 +193,24 @@ class CsvWriter(ResultWriter):
         self.file.discard()
 
 
+def unique_name(name: str, index: int, used: set[str]) -> str:
+    """``name``, or ``<index>_<name>`` when an earlier input of the run already took it."""
+    if name in used:
+        name = f"{index:06d}_{name}"
+    used.add(name)
+    return name
+
+
 class YoloWriter(ResultWriter):
-    """``<folder>/<image stem>.txt`` per image: ``class cx cy w h confidence``, normalised."""
+    """``<folder>/<image stem>.txt`` per image: ``class cx cy w h confidence``, normalised.
+
+    Two inputs with the same file name (from different folders) get distinct files: the later one
+    is prefixed with its position in the run.
+    """
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
+        self.used: set[str] = set()
 
     def write(self, result: Result) -> None:
         if result.detections is None or result.image_size is None:
@@ -191,7 +218,8 @@ class YoloWriter(ResultWriter):
         height, width = result.image_size
         rows = result.detections.to_yolo(width, height, with_confidence=True)
         text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f} {r[5]:.5f}\n" for r in rows)
-        with atomic_open(self.folder / f"{Path(result.image_id).stem}.txt") as handle:
+        name = unique_name(f"{Path(result.image_id).stem}.txt", result.index, self.used)
+        with atomic_open(self.folder / name) as handle:
             handle.write(text)
 
 

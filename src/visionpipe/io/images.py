@@ -63,30 +63,60 @@ def decode_image(source: ImageInput, limits: DecodeLimits = DEFAULT_LIMITS) -> n
 
 def _read_file(path: Path, limits: DecodeLimits) -> bytes:
     try:
-        size = path.stat().st_size
         if path.is_dir():
             raise ImageDecodeError(str(path), "is a directory")
-        if size > limits.max_bytes:
-            raise ImageDecodeError(str(path), f"{size} bytes exceeds the limit of {limits.max_bytes}")
-        return path.read_bytes()
+        if path.stat().st_size > limits.max_bytes:
+            raise ImageDecodeError(str(path), f"{path.stat().st_size} bytes exceeds the limit of {limits.max_bytes}")
+        # pipes and devices report no size: read at most one byte past the limit to find out
+        with path.open("rb") as handle:
+            data = handle.read(limits.max_bytes + 1)
     except FileNotFoundError:
         raise ImageDecodeError(str(path), "file not found") from None
     except OSError as exc:
         raise ImageDecodeError(str(path), exc.strerror or str(exc)) from None
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise ImageDecodeError(repr(str(path)), f"invalid path: {exc}") from None
+    if len(data) > limits.max_bytes:
+        raise ImageDecodeError(str(path), f"size exceeds the limit of {limits.max_bytes} bytes")
+    return data
 
 
 def _from_bytes(data: bytes, name: str, limits: DecodeLimits) -> np.ndarray:
     if not data:
         raise ImageDecodeError(name, "empty file")
     _check_header(data, name, limits)
-    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        # entropy-coded data cannot contain an EOI marker, so one missing after the last scan
-        # means the file was cut; some decoders would return the top rows and grey below
-        raise ImageDecodeError(name, "truncated JPEG (no end-of-image marker after the last scan)")
+    if data[:2] == b"\xff\xd8" and _jpeg_is_truncated(data):
+        # some decoders return the rows they could read and grey below: refuse instead
+        raise ImageDecodeError(name, "truncated JPEG (the image data ends before its end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS)
     if image is None or image.size == 0:
         raise ImageDecodeError(name, "not a decodable image (corrupt, truncated or unsupported format)")
+    if image.shape[0] * image.shape[1] > limits.max_pixels:  # formats whose header Pillow cannot read
+        raise ImageDecodeError(name, f"{image.shape[1]}x{image.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP")
     return _to_bgr8(image, name)
+
+
+def _jpeg_is_truncated(data: bytes) -> bool:
+    """True when no end-of-image marker follows the first scan.
+
+    Segments before the first scan are skipped by their lengths (an EXIF thumbnail there carries
+    its own end marker); entropy-coded data cannot contain the marker, so the first one after the
+    scan starts ends the image. Data after it (e.g. a phone's appended video) is not our concern.
+    """
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False  # not a marker where one must be: let the decoder judge the file
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) < 0
+        if marker == 0xD9:
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return True
 
 
 def _check_header(data: bytes, name: str, limits: DecodeLimits) -> None:

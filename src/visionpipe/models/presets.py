@@ -57,18 +57,18 @@ PRESETS: dict[str, FamilyPreset] = {
     "yolov8": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.7)),
     "yolov5": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.45)),
     "end2end": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams()),
-    # PP-OCR det: BGR, x / 255, then (x - 0.5) / 0.5; letterboxed top-left on black, since text
-    # detection wants a fixed size for batching. score_threshold is DBNet's box threshold.
+    # PP-OCR det as PaddleOCR feeds it: BGR, x / 255, then (x - 0.5) / 0.5; shrunk to fit 960
+    # (never enlarged), sides rounded to multiples of 32, no padding -- a padded border reads as a
+    # text edge. score_threshold is DBNet's box threshold.
     "dbnet": FamilyPreset(
         PreprocessConfig(
-            resize="letterbox",
-            anchor="top_left",
-            pad_value=0,
+            resize="fit",
             interpolation="linear",
             channel_order="bgr",
             scale=1 / 255,
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
+            size_divisor=32,
         ),
         DecodeParams(score_threshold=0.5, max_det=1000),
         ("text",),

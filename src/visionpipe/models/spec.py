@@ -34,6 +34,7 @@ class PreprocessSpec(_Strict):
     scale: float | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    size_divisor: int | None = None
 
 
 class ThresholdSpec(_Strict):

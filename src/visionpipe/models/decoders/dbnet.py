@@ -1,5 +1,8 @@
 """DBNet text detection (PP-OCR det): a text probability map (B, 1, H, W) at input resolution.
 
+The map has the size of the input tensor, which may differ per image ("fit" preprocessing), so
+boxes are read in map pixels = input pixels and clipped to the map.
+
 The map is binarised, each connected region becomes a rotated rectangle scored by the mean
 probability inside it, and rectangles are grown ("unclipped") by area * ratio / perimeter on every
 side, since DBNet learns shrunk text kernels. Boxes carry their 4-point polygon in ``data``.
@@ -54,8 +57,7 @@ class DbnetDecoder(Decoder):
         if self.dilate:
             mask = cv2.dilate(mask, _DILATE)
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-        scale_x = self.input_hw[1] / prob.shape[1]
-        scale_y = self.input_hw[0] / prob.shape[0]
+        height, width = prob.shape
 
         polygons, scores = [], []
         for contour in contours[: self.max_candidates]:
@@ -70,8 +72,8 @@ class DbnetDecoder(Decoder):
             if min(w, h) < self.min_size + 2:
                 continue
             points = cv2.boxPoints(((cx, cy), (w, h), angle))
-            points[:, 0] = np.clip(points[:, 0] * scale_x, 0, self.input_hw[1])
-            points[:, 1] = np.clip(points[:, 1] * scale_y, 0, self.input_hw[0])
+            points[:, 0] = np.clip(points[:, 0], 0, width)
+            points[:, 1] = np.clip(points[:, 1], 0, height)
             polygons.append(points)
             scores.append(score)
         if not polygons:
