@@ -328,3 +328,25 @@ def test_bad_images_raise_input_shape_error(shape):
 def test_invalid_config_raises_value_error(kwargs):
     with pytest.raises(ValueError):
         PreprocessConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("image_hw", "expected_hw"),
+    [
+        ((480, 640), (480, 640)),  # fits already, multiples of 32: unchanged
+        ((1080, 1920), (544, 960)),  # 960/1920 = 0.5 -> 540 rounds to 544, 960
+        ((300, 200), (288, 192)),  # never enlarged; 300 -> 288 (nearest multiple), 200 -> 192
+        ((10, 10), (32, 32)),  # at least one step
+        ((2000, 500), (960, 256)),  # 960/2000 = 0.48 -> 240 rounds to 256
+    ],
+)
+def test_fit_keeps_ratio_rounds_to_the_divisor_and_never_pads(image_hw, expected_hw):
+    image = np.full((*image_hw, 3), 200, np.uint8)
+    config = PreprocessConfig(resize="fit", scale=1.0, channel_order="bgr", size_divisor=32)
+    tensor, transform = preprocess(image, (960, 960), config)
+    assert tensor.shape == (3, *expected_hw)
+    assert (tensor == 200).all()  # no padding anywhere
+    h, w = image_hw
+    boxes = np.array([[0.0, 0.0, w, h], [w * 0.25, h * 0.5, w * 0.75, h]])
+    np.testing.assert_allclose(transform.to_input(boxes)[0], [0, 0, expected_hw[1], expected_hw[0]], atol=1e-9)
+    np.testing.assert_allclose(transform.to_original(transform.to_input(boxes), clip=False), boxes, atol=1e-6)

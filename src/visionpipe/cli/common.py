@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 MODEL_HELP = "A spec file (.yaml/.json), a model file (.onnx), or a built-in model's name (see `visionpipe models list`)."
+FUSION_HELP = "How an ensemble's detections are fused: wbf, nms, soft-nms, nmw or vote."
+WEIGHTS_HELP = "Per-model weights for fusion, comma-separated in --model order (e.g. 2,1)."
 
 
 def resolve_model_source(model: str | None):
@@ -21,10 +23,20 @@ def resolve_model_source(model: str | None):
     return name
 
 
-def single_model(models: list[str]) -> str | None:
+def model_sources(models: list[str]):
+    """One source, or a list of them for an ensemble (``--model`` given several times)."""
     if len(models) > 1:
-        raise typer.BadParameter("one --model for now; ensembles of several models are not built yet", param_hint="--model")
-    return models[0] if models else None
+        return [resolve_model_source(m) for m in models]
+    return resolve_model_source(models[0] if models else None)
+
+
+def parse_weights(weights: str | None) -> list[float] | None:
+    if not weights:
+        return None
+    try:
+        return [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers separated by commas, got {weights!r}", param_hint="--weights") from None
 
 
 def parse_classes(classes: str | None) -> list[int | str] | None:

@@ -10,13 +10,16 @@ from pathlib import Path
 import typer
 
 from visionpipe.cli.common import (
+    FUSION_HELP,
     MODEL_HELP,
+    WEIGHTS_HELP,
+    model_sources,
     parse_classes,
+    parse_weights,
     progress,
     report_failure,
-    resolve_model_source,
-    single_model,
 )
+from visionpipe.postprocess.fusion import FusionMethod
 
 HELP = "Detect objects in images and write COCO JSON, YOLO txt, JSONL or CSV (and annotated images)."
 EXAMPLE = (
@@ -34,7 +37,12 @@ class OutputFormat(str, Enum):
 
 def detect(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", help="Images, folders, globs, .txt lists or -."),
-    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Default: the built-in text detector."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in text detector."
+    ),
+    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    fusion_iou: float | None = typer.Option(None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     out: Path = typer.Option(Path("visionpipe-out"), "--out", "-o", help="Output folder."),
     formats: list[OutputFormat] = typer.Option(
@@ -68,7 +76,10 @@ def detect(
     paths = expand_sources(sources)
     gt = json.loads(annotations.read_text(encoding="utf-8")) if annotations else None
     pipeline = Pipeline(
-        resolve_model_source(single_model(model)),
+        model_sources(model),
+        fusion=fusion,
+        weights=parse_weights(weights),
+        fusion_iou=fusion_iou,
         family=family,
         conf=conf,
         iou=iou,
@@ -77,7 +88,7 @@ def detect(
         device=device,
         limits=DecodeLimits(max_pixels=max_pixels),
     )
-    names = pipeline.model.class_names
+    names = pipeline.class_names
     writers = []
     for fmt in dict.fromkeys(formats):
         if fmt is OutputFormat.coco:
@@ -117,8 +128,8 @@ def detect(
     elapsed = time.perf_counter() - start
 
     summary = {
-        "model": pipeline.model.name,
-        "family": pipeline.model.family,
+        "model": pipeline.name,
+        "family": "+".join(m.model.family for m in pipeline.members),
         "images": len(paths),
         "processed": len(paths) - len(failures),
         "failed": failures,

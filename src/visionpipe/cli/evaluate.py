@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from visionpipe.cli.common import (
+    FUSION_HELP,
     MODEL_HELP,
+    WEIGHTS_HELP,
+    model_sources,
+    parse_weights,
     progress,
     report_failure,
-    resolve_model_source,
-    single_model,
 )
+from visionpipe.postprocess.fusion import FusionMethod
 
 HELP = "Score a model on images with COCO annotations: mAP@.5:.95, mAP@.5 and per-class AP (pycocotools)."
 EXAMPLE = (
@@ -23,7 +27,10 @@ EXAMPLE = (
 
 
 def evaluate(
-    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP),
+    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble."),
+    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    fusion_iou: float | None = typer.Option(None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."),
     images: Path = typer.Option(..., "--images", exists=True, help="Folder (or file list) of the annotated images."),
     annotations: Path = typer.Option(..., "--annotations", exists=True, dir_okay=False, help="COCO annotation json."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
@@ -46,7 +53,16 @@ def evaluate(
         raise typer.BadParameter(f"no image of {annotations.name} found in {images}", param_hint="--images")
 
     pipeline = Pipeline(
-        resolve_model_source(single_model(model)), family=family, conf=conf, iou=iou, max_det=max_det, batch_size=batch_size, device=device
+        model_sources(model),
+        fusion=fusion,
+        weights=parse_weights(weights),
+        fusion_iou=fusion_iou,
+        family=family,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        batch_size=batch_size,
+        device=device,
     )
     results = []
     with pipeline, progress(len(paths), "eval") as advance:
@@ -56,14 +72,22 @@ def evaluate(
             results.append(result)
             advance()
 
-    records, image_ids, failed = coco_records(results, ground_truth, pipeline.model.class_names)
+    records, image_ids, failed = coco_records(results, ground_truth, pipeline.class_names)
     evaluation = score_records(records, ground_truth, image_ids)
     evaluation.failed_images = failed
     if save_detections is not None:
         with atomic_open(save_detections) as handle:
             json.dump(records, handle)
 
-    summary = {"model": pipeline.model.name, "annotations": str(annotations), "conf": conf, **evaluation.summary()}
+    summary = {"model": pipeline.name, "annotations": str(annotations), "conf": conf, **evaluation.summary()}
+    if pipeline.is_ensemble:
+        summary["fusion"] = {"method": pipeline.fusion.method.value, "weights": pipeline.fusion.weights, "iou": pipeline.fusion.iou_threshold}
+        summary["members"] = {}
+        for member in pipeline.members:
+            alone = [replace(r, detections=r.members.get(member.name), error=r.member_errors.get(member.name)) for r in results]
+            member_records, member_ids, _ = coco_records(alone, ground_truth, pipeline.class_names)
+            scored = score_records(member_records, ground_truth, member_ids)
+            summary["members"][member.name] = {"mAP@.5:.95": scored.map_50_95, "mAP@.5": scored.map_50}
     _print_table(summary)
     typer.echo(json.dumps(summary, indent=2))
     if failed:
@@ -79,6 +103,8 @@ def _print_table(summary: dict) -> None:
     table.add_column("value", justify="right")
     for key in ("mAP@.5:.95", "mAP@.5", "mAP@.75"):
         table.add_row(key, f"{summary[key]:.4f}")
+    for name, scores in summary.get("members", {}).items():
+        table.add_row(f"member {name} mAP@.5:.95 / @.5", f"{scores['mAP@.5:.95']:.4f} / {scores['mAP@.5']:.4f}")
     for name, ap in sorted(summary["per_class_ap"].items(), key=lambda kv: -kv[1]):
         table.add_row(f"AP {name}", f"{ap:.4f}")
     Console(stderr=True).print(table)
