@@ -126,11 +126,20 @@ def _table(boxes_list, scores_list, labels_list, weights, skip_box_thr: float | 
 # -- suppression ------------------------------------------------------------------------------------
 
 
-def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
-    """Class-aware greedy NMS over all models' boxes; scores are scaled by weight / sum(weights)."""
+def _suppression_table(boxes_list, scores_list, labels_list, weights) -> tuple[np.ndarray, _Boxes]:
+    """The box table and its scores: scaled by weight / sum(weights) when weights are given, as is
+    (unscaled) when they are not, as the reference does."""
+    given = weights is not None
     boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
     table = _table(boxes, scores, labels, weights, None)
-    scaled = table.scores * table.weights[table.models] / table.weights.sum()
+    if not given:
+        return table.scores, table
+    return table.scores * table.weights[table.models] / table.weights.sum(), table
+
+
+def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
+    """Class-aware greedy NMS over all models' boxes; given weights scale scores by weight / sum(weights)."""
+    scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
     keep = greedy_nms(table.boxes, scaled, iou_thr, class_ids=table.labels)
     ones = np.ones(len(keep), np.int64)
     return Fused(table.boxes[keep], scaled[keep], table.labels[keep], ones, ones)
@@ -154,9 +163,7 @@ def soft_nms_fusion(
         raise FusionError(f"soft-NMS method must be 'linear' or 'gaussian', got {method!r}")
     if sigma <= 0:
         raise FusionError("sigma must be positive")
-    boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
-    table = _table(boxes, scores, labels, weights, None)
-    scaled = table.scores * table.weights[table.models] / table.weights.sum()
+    scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
     out_index, out_scores = [], []
     for label in np.unique(table.labels):
         members = np.flatnonzero(table.labels == label)
@@ -254,49 +261,58 @@ def weighted_boxes_fusion(
     if longest == 0:
         return Fused.empty()
     n_models = len(table.weights)
+    # Longest classes first: the classes still active in round r are then rows [:active[r]], and
+    # their clusters a slice (a view) rather than a gather.
+    by_length = np.argsort(-(grid >= 0).sum(axis=1), kind="stable")
+    grid = grid[by_length]
+    active = (grid >= 0).sum(axis=0)
 
     fused = np.zeros((n_classes, longest, 4))  # each cluster's current box (what new boxes match)
-    acc = np.zeros((n_classes, longest, 4), np.float32)  # sum of score * box, float32 as the reference
-    score_sum = np.zeros((n_classes, longest))
-    score_max = np.zeros((n_classes, longest))
-    weight_sum = np.zeros((n_classes, longest))
-    count = np.zeros((n_classes, longest), np.int64)
-    seen = np.zeros((n_classes, longest, n_models), bool)
+    acc = np.zeros((n_classes * longest, 4), np.float32)  # sum of score * box, float32 as the reference
+    score_sum = np.zeros(n_classes * longest)
+    score_max = np.zeros(n_classes * longest)
+    weight_sum = np.zeros(n_classes * longest)
+    count = np.zeros(n_classes * longest, np.int64)
+    seen = np.zeros((n_classes * longest, n_models), bool)
     clusters = np.zeros(n_classes, np.int64)
+    flat_fused = fused.reshape(-1, 4)
+    row_base = np.arange(n_classes) * longest
 
     for r in range(longest):
-        rows = np.flatnonzero(grid[:, r] >= 0)
-        index = grid[rows, r]
+        k = active[r]
+        index = grid[:k, r]
         box, score, model = table.boxes[index], weighted[index], table.models[index]
-        width = int(clusters[rows].max())
-        target = np.full(len(rows), -1)
+        have = clusters[:k]
+        width = int(have.max())
+        slot = row_base[:k] + have  # a new cluster's slot, unless the box joins one
         if width:
-            iou = _iou_to_clusters(fused[rows, :width], box)
-            iou[np.arange(width)[None, :] >= clusters[rows, None]] = -1.0
+            iou = _iou_to_clusters(fused[:k, :width], box)
+            iou[np.arange(width)[None, :] >= have[:, None]] = -1.0
             best = iou.argmax(axis=1)
-            matched = iou[np.arange(len(rows)), best] > iou_thr
-            target[matched] = best[matched]
-
-        join = target >= 0
-        r_j, c_j = rows[join], target[join]
-        acc[r_j, c_j] = acc[r_j, c_j] + score[join, None] * box[join]
-        score_sum[r_j, c_j] += score[join]
-        fused[r_j, c_j] = (acc[r_j, c_j].astype(np.float64) / score_sum[r_j, c_j, None]).astype(np.float32)
-
+            join = iou[np.arange(k), best] > iou_thr
+            slot[join] = row_base[:k][join] + best[join]
+        else:
+            join = np.zeros(k, bool)
         start = ~join
-        r_s = rows[start]
-        c_s = clusters[r_s]
-        fused[r_s, c_s] = box[start]  # a one-box cluster is that box, unrounded
-        acc[r_s, c_s] = score[start, None] * box[start]
-        score_sum[r_s, c_s] = score[start]
-        clusters[r_s] += 1
+        clusters[:k] += start
 
-        for r_x, c_x, sel in ((r_j, c_j, join), (r_s, c_s, start)):
-            count[r_x, c_x] += 1
-            weight_sum[r_x, c_x] += table.weights[model[sel]]
-            score_max[r_x, c_x] = np.maximum(score_max[r_x, c_x], score[sel])
-            seen[r_x, c_x, model[sel]] = True
+        acc[slot] = acc[slot] + score[:, None] * box
+        score_sum[slot] += score
+        j = slot[join]
+        flat_fused[j] = (acc[j].astype(np.float64) / score_sum[j, None]).astype(np.float32)
+        flat_fused[slot[start]] = box[start]  # a one-box cluster is that box, unrounded
+        count[slot] += 1
+        weight_sum[slot] += table.weights[model]
+        score_max[slot] = np.maximum(score_max[slot], score)
+        seen[slot, model] = True
 
+    # back to classes in order of first appearance, as the reference concatenates them
+    restore = np.argsort(by_length)
+    shape = (n_classes, longest)
+    count, score_sum, score_max, weight_sum = (a.reshape(shape)[restore] for a in (count, score_sum, score_max, weight_sum))
+    seen = seen.reshape(*shape, n_models)[restore]
+    fused = fused[restore]
+    clusters = clusters[restore]
     valid = np.arange(longest)[None, :] < clusters[:, None]
     n = count[valid]
     single = n == 1
