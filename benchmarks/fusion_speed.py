@@ -1,8 +1,9 @@
 """Speed of visionpipe's box fusion vs the reference package ``ensemble-boxes``, same inputs.
 
 Two workloads: (1) the real detections of YOLOX-Nano and NanoDet-m-320 (score >= 0.01, up to 300
-boxes each) on the 64 COCO val2017 photos, fused image by image; (2) a synthetic case of 5 models
-x 3,000 boxes over 80 classes. Before timing, every method's output is checked to agree with the
+boxes each) on the 64 COCO val2017 photos, fused image by image, and all 64 in one ``fuse_batch``
+call (the reference has no batch form, so it runs per image in both rows); (2) a synthetic case
+of 5 models x 3,000 boxes over 80 classes. Before timing, every method's output is checked to agree with the
 reference to 1e-5 (boxes, scores, labels). Needs ``pip install ensemble-boxes``.
 
     python benchmarks/fusion_speed.py [--rounds 5]
@@ -19,7 +20,7 @@ import numpy as np
 from _common import ASSETS, header, timed_rounds
 
 from visionpipe import Pipeline
-from visionpipe.postprocess.fusion import nms_fusion, non_maximum_weighted, weighted_boxes_fusion
+from visionpipe.postprocess.fusion import fuse_batch, nms_fusion, non_maximum_weighted, weighted_boxes_fusion
 
 IOU = 0.55
 
@@ -82,19 +83,26 @@ def main() -> None:
     print("| workload | method | identical output | ensemble-boxes ms | visionpipe ms | speed-up |")
     print("|---|---|---|---|---|---|")
     quiet = contextlib.redirect_stdout(io.StringIO())  # the reference prints warnings per call
+    batched = {
+        "WBF": lambda cases: fuse_batch(weighted_boxes_fusion, cases, iou_thr=IOU),
+        "NMS": lambda cases: fuse_batch(nms_fusion, cases, iou_thr=IOU),
+    }
     for workload, cases in workloads.items():
         for method, (ours, ref) in methods.items():
-            with quiet, warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ok = all(agree(ours(*c), ref(*c)) for c in cases)
-                ref(*cases[0])  # compile the reference's numba kernels before timing
-
-                def run(fn):
-                    return lambda: [fn(*c) for c in cases] and len(cases)
-
-                rates = timed_rounds({"ref": run(ref), "ours": run(ours)}, args.rounds)
-            ref_ms, our_ms = 1000 * len(cases) / rates["ref"], 1000 * len(cases) / rates["ours"]
-            print(f"| {workload} | {method} | {'yes' if ok else 'NO'} | {ref_ms:.1f} | {our_ms:.1f} | {ref_ms / our_ms:.1f}x |")
+            rows = [("per image", lambda: [ours(*c) for c in cases])]
+            if method in batched and len(cases) > 1:
+                rows.append(("one batch", lambda: batched[method](cases)))
+            for label, run_ours in rows:
+                with quiet, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ok = all(agree(o, ref(*c)) for o, c in zip(run_ours(), cases))
+                    ref(*cases[0])  # compile the reference's numba kernels before timing
+                    rates = timed_rounds(
+                        {"ref": lambda: [ref(*c) for c in cases] and 1, "ours": lambda: run_ours() and 1}, args.rounds
+                    )
+                ref_ms, our_ms = 1000 / rates["ref"], 1000 / rates["ours"]
+                name = f"{workload} ({label})" if len(cases) > 1 else workload
+                print(f"| {name} | {method} | {'yes' if ok else 'NO'} | {ref_ms:.1f} | {our_ms:.1f} | {ref_ms / our_ms:.1f}x |")
 
 
 if __name__ == "__main__":

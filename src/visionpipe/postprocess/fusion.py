@@ -432,6 +432,44 @@ def consensus_vote(
     return Fused(fused.boxes[keep], fused.scores[keep], fused.labels[keep], fused.models[keep], fused.members[keep])
 
 
+# -- many images at once --------------------------------------------------------------------------------
+
+
+def fuse_batch(function, images: Sequence[tuple[Sequence, Sequence, Sequence]], **options) -> list[Fused]:
+    """Apply a fusion function to many images in one call; the same result as one call per image.
+
+    ``images`` holds, per image, the (boxes_list, scores_list, labels_list) the function takes
+    (the same models, in the same order, for every image). Images are independent exactly as
+    classes are, so each (image, class) pair becomes a class of one big call: the clustering steps
+    then number the longest class of any image, not the sum over images. ``options`` are passed on
+    (weights, iou_thr, ...).
+    """
+    if not images:
+        return []
+    n_models = len(images[0][0])
+    if any(len(boxes) != n_models for boxes, _, _ in images):
+        raise FusionError("every image needs the same number of models")
+    top = 1 + max((int(np.max(l)) for _, _, labels in images for l in labels if np.size(l)), default=0)
+    if any(np.size(l) and np.min(l) < 0 for _, _, labels in images for l in labels):
+        raise FusionError("labels must be non-negative")
+    merged = tuple(
+        [
+            np.concatenate([np.asarray(image[part][m]).reshape((-1, 4) if part == 0 else (-1,)) for image in images])
+            if part != 2
+            else np.concatenate([np.asarray(image[2][m], np.int64).reshape(-1) + i * top for i, image in enumerate(images)])
+            for m in range(n_models)
+        ]
+        for part in range(3)
+    )
+    fused = function(*merged, **options)
+    image_of = fused.labels // top
+    out = []
+    for i in range(len(images)):
+        mine = image_of == i
+        out.append(Fused(fused.boxes[mine], fused.scores[mine], fused.labels[mine] % top, fused.models[mine], fused.members[mine]))
+    return out
+
+
 # -- Detections in, Detections out ----------------------------------------------------------------------
 
 
