@@ -203,6 +203,8 @@ class Pipeline:
             )
             for name, m in zip(names, models)
         ]
+        # the same cap on what fusion returns as on each member's output
+        self.fused_max_det = max_det if max_det is not None else max(m.params.max_det for m in self.members)
         config = fusion if isinstance(fusion, FusionConfig) else FusionConfig(method=FusionMethod(fusion))
         if weights is not None:
             config = replace(config, weights=tuple(float(w) for w in weights))
@@ -454,13 +456,13 @@ class Pipeline:
             group = np.flatnonzero((knows == pattern).all(axis=1))
             voters = [k for k in np.flatnonzero(pattern) if k in mapped]
             subsets = [mapped[k][np.isin(mapped[k].class_id, group)] for k in voters]
+            if self.fusion.weights is not None and not any(self.fusion.weights[k] for k in voters):
+                continue  # only zero-weight members know these classes: a weight of 0 removes a model
             if len(voters) == 1 and pattern.sum() == 1:
                 ones = np.ones(len(subsets[0]), np.int64)
                 parts.append(replace(subsets[0], data={"models": ones, "members": ones}))
             elif voters:
                 weights = None if self.fusion.weights is None else [self.fusion.weights[k] for k in voters]
-                if weights is not None and not any(weights):
-                    continue  # only zero-weight members know these classes
                 parts.append(
                     fuse(
                         subsets,
@@ -479,7 +481,7 @@ class Pipeline:
         if not parts:
             return Detections.empty(self.class_names)
         fused = Detections.concatenate(parts)
-        return fused[np.argsort(-fused.confidence, kind="stable")]
+        return fused[np.argsort(-fused.confidence, kind="stable")[: self.fused_max_det]]
 
 
 def _by_shape(tensors: list[np.ndarray]) -> list[list[int]]:

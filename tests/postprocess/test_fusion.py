@@ -17,23 +17,22 @@ import copy
 import io
 import warnings
 
+import ensemble_boxes  # a declared test dependency (the "test" extra): missing, the module errors
 import numpy as np
 import pytest
+from ensemble_boxes import ensemble_boxes_nms as eb_nms
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ensemble_boxes = pytest.importorskip("ensemble_boxes")
-from ensemble_boxes import ensemble_boxes_nms as eb_nms  # noqa: E402
-
-from visionpipe.detections import Detections  # noqa: E402
-from visionpipe.postprocess.fusion import (  # noqa: E402
+from visionpipe.detections import Detections
+from visionpipe.postprocess.fusion import (
     CONF_TYPES,
     FusionError,
     FusionMethod,
     consensus_vote,
     fuse,
-    non_maximum_weighted,
     nms_fusion,
+    non_maximum_weighted,
     soft_nms_fusion,
     weighted_boxes_fusion,
 )
@@ -230,7 +229,7 @@ def test_wbf_matches_reference_on_random_inputs(conf_type, allows_overflow, iou_
         rng = np.random.default_rng(200 + seed)
         boxes, scores, labels, weights = random_case(rng)
         w = None if seed % 4 == 3 else weights  # the default weights too
-        kwargs = dict(iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type, allows_overflow=allows_overflow)
+        kwargs = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr, "conf_type": conf_type, "allows_overflow": allows_overflow}
         ours = weighted_boxes_fusion(boxes, scores, labels, w, **kwargs)
         ref = ref_wbf(boxes, scores, labels, weights=None if w is None else list(w), **kwargs)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
@@ -290,7 +289,7 @@ def test_wbf_and_nmw_match_reference_on_crowded_classes(iou_thr):
 )
 def test_wbf_and_nmw_match_reference_property(seed, iou_thr, skip_box_thr, conf_type, allows_overflow):
     boxes, scores, labels, weights = random_case(np.random.default_rng(seed), max_boxes=30)
-    kw = dict(iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr}
     assert_same(
         weighted_boxes_fusion(boxes, scores, labels, weights, conf_type=conf_type, allows_overflow=allows_overflow, **kw),
         ref_wbf(boxes, scores, labels, weights=list(weights), conf_type=conf_type, allows_overflow=allows_overflow, **kw),
@@ -365,7 +364,7 @@ def test_soft_nms_rescore_returns_the_decayed_scores(method, iou_thr, sigma, thr
     decayed_somewhere = False
     for seed in SEEDS:
         boxes, scores, labels, weights = random_case(np.random.default_rng(600 + seed))
-        kw = dict(iou_thr=iou_thr, sigma=sigma, thresh=thresh, method=method)
+        kw = {"iou_thr": iou_thr, "sigma": sigma, "thresh": thresh, "method": method}
         ours = soft_nms_fusion(boxes, scores, labels, weights, rescore=True, **kw)
         ref = reference_soft_nms_decayed(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
@@ -436,7 +435,7 @@ def test_real_nms(real_detections, iou_thr, weights):
 @pytest.mark.parametrize("weights", REAL_WEIGHTS[:2])
 def test_real_soft_nms(real_detections, method, weights):
     for name, boxes, scores, labels in real_detections:
-        kw = dict(iou_thr=0.5, sigma=0.5, thresh=0.005, method=method)
+        kw = {"iou_thr": 0.5, "sigma": 0.5, "thresh": 0.005, "method": method}
         ours = soft_nms_fusion(boxes, scores, labels, weights, rescore=False, **kw)
         assert_same(ours, ref_soft_nms(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
         rescored = soft_nms_fusion(boxes, scores, labels, weights, rescore=True, **kw)
@@ -449,7 +448,7 @@ def test_real_soft_nms(real_detections, method, weights):
 @pytest.mark.parametrize("allows_overflow", [False, True])
 @pytest.mark.parametrize("iou_thr, skip_box_thr, weights", [(0.55, 0.0, [2.0, 1.0]), (0.7, 0.05, [1.0, 1.0])])
 def test_real_wbf(real_detections, conf_type, allows_overflow, iou_thr, skip_box_thr, weights):
-    kw = dict(iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type, allows_overflow=allows_overflow)
+    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr, "conf_type": conf_type, "allows_overflow": allows_overflow}
     for name, boxes, scores, labels in real_detections:
         ours = weighted_boxes_fusion(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref_wbf(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
@@ -460,7 +459,7 @@ def test_real_wbf(real_detections, conf_type, allows_overflow, iou_thr, skip_box
 @pytest.mark.parametrize("iou_thr, skip_box_thr", [(0.55, 0.0), (0.4, 0.05), (0.7, 0.2)])
 @pytest.mark.parametrize("weights", REAL_WEIGHTS[::2])
 def test_real_nmw(real_detections, iou_thr, skip_box_thr, weights):
-    kw = dict(iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr}
     for name, boxes, scores, labels in real_detections:
         ours = non_maximum_weighted(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref_nmw(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
