@@ -2,13 +2,15 @@
 (WBF), non-maximum weighted (NMW) and consensus voting.
 
 Semantics follow the reference implementation, ``ensemble-boxes`` (Solovyev et al., "Weighted boxes
-fusion", 2021), which the tests compare against to 1e-5, with three deliberate differences:
+fusion", 2021), which the tests compare against to 1e-5, with four deliberate differences:
 
 * a model weight of 0 removes that model (the package divides by a zero score sum and returns NaN
   boxes; its author's advice is to drop such a model, which is what this does);
 * empty model outputs are fine for every method (the package's NMS fails on them);
 * soft-NMS returns the decayed scores by default, as the soft-NMS paper defines them (the package
-  returns each kept box's original score; ``rescore=False`` reproduces that).
+  returns each kept box's original score; ``rescore=False`` reproduces that);
+* a WBF or NMW cluster whose scores are all 0 keeps its first box (the package divides by the zero
+  score sum and returns NaN).
 
 WBF and NMW cluster boxes in descending score order within each class, one box at a time: that
 order is what defines the result. Classes are independent, so every class advances in the same
@@ -140,7 +142,13 @@ def _suppression_table(boxes_list, scores_list, labels_list, weights) -> tuple[n
 def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
     """Class-aware greedy NMS over all models' boxes; given weights scale scores by weight / sum(weights)."""
     scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
-    keep = greedy_nms(table.boxes, scaled, iou_thr, class_ids=table.labels)
+    # Equal scores are visited in the reference's order (argsort()[::-1] within each class): put
+    # the boxes in that order, so the stable greedy NMS breaks ties the same way.
+    order = np.concatenate(
+        [members[scaled[members].argsort()[::-1]] for members in (np.flatnonzero(table.labels == l) for l in np.unique(table.labels))]
+        or [np.zeros(0, np.int64)]
+    )
+    keep = order[greedy_nms(table.boxes[order], scaled[order], iou_thr, class_ids=table.labels[order])]
     ones = np.ones(len(keep), np.int64)
     return Fused(table.boxes[keep], scaled[keep], table.labels[keep], ones, ones)
 
@@ -299,6 +307,7 @@ def weighted_boxes_fusion(
         acc[slot] = acc[slot] + score[:, None] * box
         score_sum[slot] += score
         j = slot[join]
+        j = j[score_sum[j] > 0]  # all-zero scores: keep the cluster's first box, not 0 / 0
         flat_fused[j] = (acc[j].astype(np.float64) / score_sum[j, None]).astype(np.float32)
         flat_fused[slot[start]] = box[start]  # a one-box cluster is that box, unrounded
         count[slot] += 1
@@ -384,8 +393,11 @@ def non_maximum_weighted(
         acc[slots] = acc[slots] + member_weight[rank, None] * table.boxes[members[rank]]
         total[slots] += member_weight[rank]
     valid = (np.arange(longest)[None, :] < clusters[:, None]).reshape(-1)
-    boxes = (acc[valid].astype(np.float64) / total[valid, None]).astype(np.float32)
     head_index = flat_heads[valid]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boxes = (acc[valid].astype(np.float64) / total[valid, None]).astype(np.float32)
+    zero = total[valid] == 0  # all-zero scores: the cluster's first box, not 0 / 0
+    boxes[zero] = table.boxes[head_index[zero]]
     score = weighted[head_index].astype(np.float32)
     counts = np.bincount(cluster_of[members], minlength=n_classes * longest)[valid]
     models = np.array(
