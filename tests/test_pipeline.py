@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import visionpipe
-from visionpipe import ImageDecodeError, Pipeline, Result
 from tests.models.onnx_graphs import constant_model
+from visionpipe import ImageDecodeError, Pipeline, Result
 
 PHOTOS = ["000000000139.jpg", "000000000285.jpg", "000000000632.jpg", "000000000724.jpg", "000000000776.jpg", "000000000785.jpg"]
 

@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 
 from visionpipe.errors import InputShapeError
-from visionpipe.preprocess import INTERPOLATIONS, ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode, preprocess
+from visionpipe.preprocess import (
+    INTERPOLATIONS,
+    ChannelOrder,
+    PadAnchor,
+    PreprocessConfig,
+    ResizeMode,
+    preprocess,
+)
 
 GRAY = 60
 PAD = 114

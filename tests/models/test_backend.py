@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionpipe.models import OnnxRuntimeBackend
 from tests.models.onnx_graphs import channel_means_model, constant_model
+from visionpipe.models import OnnxRuntimeBackend
 
 
 def distinct_batch(n: int) -> np.ndarray:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import visionpipe
-from visionpipe import Pipeline
 from tests.models.onnx_graphs import constant_model
+from visionpipe import Pipeline
 
 H, W = 320, 320  # model input (height, width) of most graphs here
 IMAGE = np.full((300, 500, 3), 90, np.uint8)  # non-square original: letterbox matters

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 import visionpipe
+from tests.models.onnx_graphs import constant_model
 from visionpipe import (
     BackendUnavailableError,
     InputShapeError,
@@ -17,7 +18,6 @@ from visionpipe import (
     UnknownOutputLayoutError,
     VisionpipeError,
 )
-from tests.models.onnx_graphs import constant_model
 
 FAMILIES = ["dbnet", "end2end", "fastestdet", "nanodet", "yolov5", "yolov8", "yolox"]
 

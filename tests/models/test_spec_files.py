@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import visionpipe
-from visionpipe import Pipeline, SpecError, UnknownOutputLayoutError, VisionpipeError
 from tests.models.onnx_graphs import constant_model
+from visionpipe import Pipeline, SpecError, UnknownOutputLayoutError, VisionpipeError
 
 NAMES = ("cat", "dog", "bird")
 
