@@ -142,15 +142,22 @@ def _suppression_table(boxes_list, scores_list, labels_list, weights) -> tuple[n
 def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
     """Class-aware greedy NMS over all models' boxes; given weights scale scores by weight / sum(weights)."""
     scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
-    # Equal scores are visited in the reference's order (argsort()[::-1] within each class): put
-    # the boxes in that order, so the stable greedy NMS breaks ties the same way.
-    order = np.concatenate(
-        [members[scaled[members].argsort()[::-1]] for members in (np.flatnonzero(table.labels == l) for l in np.unique(table.labels))]
-        or [np.zeros(0, np.int64)]
-    )
+    order = _reference_tie_order(scaled, table.labels)
     keep = order[greedy_nms(table.boxes[order], scaled[order], iou_thr, class_ids=table.labels[order])]
     ones = np.ones(len(keep), np.int64)
     return Fused(table.boxes[keep], scaled[keep], table.labels[keep], ones, ones)
+
+
+def _reference_tie_order(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """A permutation under which a stable sort by score visits equal scores of a class in the
+    reference's order (its ``argsort()[::-1]`` per class). Without ties any order will do."""
+    by_class = np.lexsort((scores, labels))
+    tied = (np.diff(labels[by_class]) == 0) & (np.diff(scores[by_class]) == 0)
+    if not tied.any():
+        return np.arange(len(scores))
+    return np.concatenate(
+        [members[scores[members].argsort()[::-1]] for members in (np.flatnonzero(labels == l) for l in np.unique(labels))]
+    )
 
 
 def soft_nms_fusion(
