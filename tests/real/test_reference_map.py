@@ -66,7 +66,7 @@ def test_category_mapping_agrees_with_official_table(asset, val_images):
         dets = result.detections
         image_id = ids[result.source.rsplit("/", 1)[-1]]
         by_image[image_id] = len(dets)
-        for box, score, cls in zip(dets.xyxy, dets.confidence, dets.class_id):
+        for score, cls in zip(dets.confidence, dets.class_id):
             expected.append((image_id, table[int(cls)], round(float(score), 5)))
     got = [(r["image_id"], r["category_id"], r["score"]) for r in evaluation.detections]
     assert sorted(got) == sorted(expected)

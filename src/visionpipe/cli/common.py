@@ -30,6 +30,13 @@ def model_sources(models: list[str]):
     return resolve_model_source(models[0] if models else None)
 
 
+def build_pipeline(models: list[str], fusion, weights: str | None, fusion_iou: float | None, **options):
+    """The Pipeline the shared model flags describe: one model, or an ensemble of several."""
+    from visionpipe.pipeline import Pipeline
+
+    return Pipeline(model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options)
+
+
 def parse_weights(weights: str | None) -> list[float] | None:
     if not weights:
         return None

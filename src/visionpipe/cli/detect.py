@@ -13,9 +13,8 @@ from visionpipe.cli.common import (
     FUSION_HELP,
     MODEL_HELP,
     WEIGHTS_HELP,
-    model_sources,
+    build_pipeline,
     parse_classes,
-    parse_weights,
     progress,
     report_failure,
 )
@@ -71,15 +70,14 @@ def detect(
     )
     from visionpipe.io.images import DecodeLimits, decode_image
     from visionpipe.io.sources import expand_sources
-    from visionpipe.pipeline import Pipeline
 
     paths = expand_sources(sources)
     gt = json.loads(annotations.read_text(encoding="utf-8")) if annotations else None
-    pipeline = Pipeline(
-        model_sources(model),
-        fusion=fusion,
-        weights=parse_weights(weights),
-        fusion_iou=fusion_iou,
+    pipeline = build_pipeline(
+        model,
+        fusion,
+        weights,
+        fusion_iou,
         family=family,
         conf=conf,
         iou=iou,

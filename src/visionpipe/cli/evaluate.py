@@ -12,8 +12,7 @@ from visionpipe.cli.common import (
     FUSION_HELP,
     MODEL_HELP,
     WEIGHTS_HELP,
-    model_sources,
-    parse_weights,
+    build_pipeline,
     progress,
     report_failure,
 )
@@ -44,7 +43,6 @@ def evaluate(
     from visionpipe.evaluation import coco_records, load_annotations, score_records
     from visionpipe.io.formats import atomic_open
     from visionpipe.io.sources import expand_sources
-    from visionpipe.pipeline import Pipeline
 
     ground_truth = load_annotations(annotations)
     known = {Path(img["file_name"]).name for img in ground_truth["images"]}
@@ -52,11 +50,11 @@ def evaluate(
     if not paths:
         raise typer.BadParameter(f"no image of {annotations.name} found in {images}", param_hint="--images")
 
-    pipeline = Pipeline(
-        model_sources(model),
-        fusion=fusion,
-        weights=parse_weights(weights),
-        fusion_iou=fusion_iou,
+    pipeline = build_pipeline(
+        model,
+        fusion,
+        weights,
+        fusion_iou,
         family=family,
         conf=conf,
         iou=iou,
