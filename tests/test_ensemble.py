@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.models.onnx_graphs import constant_model
-from visionpipe import Detections, Pipeline
+from visionpipe import Detections, Pipeline, SpecError
 from visionpipe.pipeline import EnsembleError, FusionConfig
 from visionpipe.postprocess.fusion import FusionError, FusionMethod
 
@@ -515,3 +515,15 @@ def test_max_det_caps_the_fused_detections_too(real_specs, photos):
     assert max(len(m) for r in results for m in r.members.values()) == cap  # the members are capped
     counts = {Path(r.source).name: len(r.detections) for r in results}
     assert max(counts.values()) <= cap, f"fused detections per photo with max_det={cap}: {counts}"
+
+
+def test_class_filter_names_and_ids_refer_to_the_ensembles_class_list(spec_a, spec_b):
+    # union = (cat, dog, bird); id 2 is bird, which only member b knows. Member a's own id 2 does
+    # not exist, and b's own id 2 would not exist either: ids must be read in the union.
+    pipe = Pipeline([spec_a, spec_b], classes=["cat", 2])
+    assert pipe.class_names == ("cat", "dog", "bird")
+    assert [m.params.classes for m in pipe.members] == [(0,), (1,)]  # a: cat, b: bird (its id 1)
+    result = pipe.run([frame()])[0]
+    assert set(result.detections.names) == {"cat", "bird"}
+    with pytest.raises(SpecError):
+        Pipeline([spec_a, spec_b], classes=["zebra"])

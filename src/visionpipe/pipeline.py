@@ -197,7 +197,7 @@ class Pipeline:
                 params=replace(
                     m.params,
                     **overrides,
-                    **({} if classes is None else {"classes": _member_class_filter(classes, m.class_names, len(models) > 1)}),
+                    **({} if classes is None else {"classes": _member_class_filter(classes, m.class_names, self.class_names)}),
                 ),
                 to_ensemble=np.array([self.class_names.index(n) for n in m.class_names], dtype=np.int64),
             )
@@ -506,13 +506,11 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _member_class_filter(classes: list[int | str], names: tuple[str, ...], ensemble: bool) -> tuple[int, ...]:
-    """A member's class filter; in an ensemble, names the member does not know are simply skipped."""
-    if not ensemble:
-        return class_ids_for(classes, names)
-    return tuple(names.index(c) for c in classes if isinstance(c, str) and c in names) + tuple(
-        int(c) for c in classes if not isinstance(c, str) or c.isdigit()
-    )
+def _member_class_filter(classes: list[int | str], member_names: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...]:
+    """A member's class filter from names or ids of the pipeline's class list (the union, for an
+    ensemble); classes the member does not know are left out, so it may detect nothing."""
+    wanted = {names[i] for i in class_ids_for(classes, names)}
+    return tuple(i for i, name in enumerate(member_names) if name in wanted)
 
 
 def _to_ensemble(detections: Detections, member: _Member, names: tuple[str, ...]) -> Detections:
