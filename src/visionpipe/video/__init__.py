@@ -1,0 +1,1 @@
+"""Real-time video: sources, bounded buffers with drop policies, processing, tracking, sinks."""
