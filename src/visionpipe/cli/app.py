@@ -12,7 +12,7 @@ import sys
 import typer
 
 from visionpipe import __version__
-from visionpipe.cli import detect, evaluate, models, samples
+from visionpipe.cli import detect, evaluate, models, samples, video
 
 app = typer.Typer(
     name="visionpipe",
@@ -44,6 +44,7 @@ app.command(help=detect.HELP, epilog=detect.EXAMPLE)(detect.detect)
 app.command("eval", help=evaluate.HELP, epilog=evaluate.EXAMPLE)(evaluate.evaluate)
 app.add_typer(models.app, name="models")
 app.command("samples", help=samples.HELP, epilog=samples.EXAMPLE)(samples.samples)
+app.command("video", help=video.HELP, epilog=video.EXAMPLE)(video.video)
 
 # Typer re-exports click's Exit and Abort; its base ClickException (usage errors) is found through
 # BadParameter, since recent Typer releases vendor their own click.

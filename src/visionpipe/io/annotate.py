@@ -23,7 +23,7 @@ def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def annotate(image: np.ndarray, detections: Detections, show_score: bool = True) -> np.ndarray:
-    """A copy of a BGR image with boxes (or polygons, when present) and "name score" labels."""
+    """A copy of a BGR image with boxes (or polygons, when present) and "name #track score" labels."""
     canvas = image.copy()
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(height, width) / 400))
@@ -37,7 +37,9 @@ def annotate(image: np.ndarray, detections: Detections, show_score: bool = True)
             cv2.polylines(canvas, [np.round(polygons[i]).astype(np.int32)], True, colour, thickness, cv2.LINE_AA)
         else:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_AA)
-        label = f"{names[i]} {detections.confidence[i]:.2f}" if show_score else names[i]
+        label = names[i] if detections.tracker_id is None else f"{names[i]} #{detections.tracker_id[i]}"
+        if show_score:
+            label = f"{label} {detections.confidence[i]:.2f}"
         (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(1, thickness - 1))
         box_h = th + baseline + 2
         # above the box when there is room, else just inside its top edge; never past the borders
@@ -63,3 +65,14 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     if not ok:
         raise ValueError(f"cannot encode image as {suffix}")
     return data.tobytes()
+
+
+def overlay_text(image: np.ndarray, lines: list[str]) -> None:
+    """Write status lines (e.g. FPS and latency) in the top-left corner, in place."""
+    scale = max(0.5, min(image.shape[:2]) / 900)
+    y = 0
+    for line in lines:
+        (tw, th), baseline = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(image, (0, y), (tw + 8, y + th + baseline + 6), (0, 0, 0), cv2.FILLED)
+        cv2.putText(image, line, (4, y + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        y += th + baseline + 6

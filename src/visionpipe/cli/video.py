@@ -1,0 +1,118 @@
+"""``visionpipe video``: detect (and track) objects in a video file, camera or stream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from visionpipe.cli.common import FUSION_HELP, MODEL_HELP, WEIGHTS_HELP, build_pipeline
+from visionpipe.postprocess.fusion import FusionMethod
+from visionpipe.video.buffer import BufferPolicy
+
+HELP = "Run a model over a video file, image folder, camera index or network stream, in real time."
+EXAMPLE = (
+    "Example: visionpipe video clip.mp4 -m yolox.yaml --out annotated.mp4 --jsonl frames.jsonl --track "
+    "--line 0,300,768,300\n\n"
+    "Offline, --policy wait processes every frame; live, drop_oldest keeps latency bounded."
+)
+
+
+def video(
+    source: str = typer.Argument(..., help="Video file, image folder, camera index (0) or URL (rtsp://...)."),
+    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble."),
+    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write an annotated MP4 here."),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Write one JSON line per processed frame here."),
+    policy: BufferPolicy = typer.Option(BufferPolicy.WAIT, "--policy", help="When the buffer is full: wait, drop_oldest or drop_latest."),
+    buffer_size: int = typer.Option(8, "--buffer", min=1, help="Frames the buffer holds."),
+    stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
+    max_fps: float | None = typer.Option(None, "--max-fps", min=0.001, help="Process at most this many frames per second."),
+    realtime: bool = typer.Option(False, "--realtime", help="Play a file at its own frame rate (as a live source would)."),
+    speed: float = typer.Option(1.0, "--speed", min=0.01, help="With --realtime: play at this multiple of the file's rate."),
+    track: bool = typer.Option(False, "--track", help="Track objects across frames (ByteTrack) and give them ids."),
+    line: str | None = typer.Option(None, "--line", help="Count tracks crossing the segment x1,y1,x2,y2 (implies --track)."),
+    conf: float | None = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    import json
+
+    from visionpipe.video.processor import VideoProcessor
+    from visionpipe.video.sinks import JsonlSink, VideoFileSink
+    from visionpipe.video.sources import open_source
+    from visionpipe.video.tracking import ByteTracker
+    from visionpipe.video.zones import LineCounter
+
+    counter = None
+    if line is not None:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in line.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"expected x1,y1,x2,y2, got {line!r}", param_hint="--line") from None
+        counter = LineCounter((x1, y1), (x2, y2))
+        track = True
+    pipeline = build_pipeline(model, fusion, weights, None, family=family, conf=conf, device=device)
+    src = open_source(source)
+    sinks = []
+    if jsonl is not None:
+        sinks.append(JsonlSink(jsonl))
+    if out is not None:
+        sinks.append(VideoFileSink(out, lambda: src.fps))
+    processor = VideoProcessor(
+        pipeline,
+        src,
+        policy=policy,
+        buffer_size=buffer_size,
+        batch_size=batch_size,
+        stride=stride,
+        max_fps=max_fps,
+        realtime=realtime,
+        speed=speed,
+        tracker=ByteTracker() if track else None,
+        line_counter=counter,
+        sinks=sinks,
+    )
+    processor.start()
+    try:
+        with _status() as show:
+            for _ in processor.results():
+                show(processor.stats)
+    except KeyboardInterrupt:
+        processor.stop(drain=False)
+        raise
+    stats = processor.stop()
+    summary = stats.as_dict()
+    if counter is not None:
+        summary["line"] = {"in": counter.in_count, "out": counter.out_count}
+    typer.echo(json.dumps(summary, indent=2))
+    if stats.source_state == "failed" or stats.errors:
+        raise typer.Exit(2)
+
+
+def _status():
+    """A one-line live status on stderr: frames, FPS, latency, drops."""
+    from contextlib import contextmanager
+
+    from rich.console import Console
+    from rich.live import Live
+
+    @contextmanager
+    def live():
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            yield lambda stats: None
+            return
+        with Live(console=console, refresh_per_second=4, transient=True) as view:
+
+            def show(stats) -> None:
+                p95 = "-" if stats.latency_p95 is None else f"{stats.latency_p95 * 1000:.0f} ms"
+                view.update(
+                    f"frames {stats.processed}/{stats.captured}  {stats.fps:.0f} fps  p95 {p95}  dropped {stats.dropped_total}"
+                )
+
+            yield show
+
+    return live()

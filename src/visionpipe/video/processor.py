@@ -1,0 +1,330 @@
+"""Run a Pipeline over a video source in real time: capture never waits for inference.
+
+A capture thread reads frames into a bounded :class:`FrameBuffer`; a worker thread feeds them to
+``Pipeline.stream`` (so decoding, inference lanes and post-processing overlap as for images),
+tracks and counts, writes sinks, and hands :class:`FrameResult` objects out in frame order. Every
+frame read is either processed or dropped for a counted cause:
+``captured == processed + sum(dropped.values())`` once the processor has stopped.
+
+Latency bound under ``drop_oldest``: a frame waits behind at most ``buffer_size`` frames in the
+buffer plus the pipeline's read-ahead window (``2 * batch_size + workers``) and the batch in
+inference, so its capture-to-result latency is at most about
+``(buffer_size + 2 * batch_size + workers + 1) x`` the time per frame, however fast the source is.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from visionpipe.detections import Detections
+from visionpipe.pipeline import Pipeline
+from visionpipe.video.buffer import BufferPolicy, FrameBuffer
+from visionpipe.video.frames import Frame
+
+
+class DropCause(str, Enum):
+    STRIDE = "stride"  # skipped by --stride
+    RATE = "rate"  # over the maximum processing rate
+    BUFFER = "buffer"  # the buffer was full (drop_oldest / drop_latest)
+    STOPPED = "stopped"  # still waiting when the processor was stopped without draining
+
+
+@dataclass
+class FrameResult:
+    """One processed frame: its detections (tracked, when a tracker is set) or the error."""
+
+    frame: Frame
+    detections: Detections | None
+    error: Exception | None
+    finished_at: float
+    crossed: tuple[list[int], list[int]] | None = None  # line counter: (in ids, out ids) this frame
+
+    @property
+    def latency(self) -> float:
+        """Seconds from capture to result."""
+        return self.finished_at - self.frame.captured_at
+
+
+@dataclass
+class VideoStats:
+    captured: int = 0
+    processed: int = 0
+    errors: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {cause.value: 0 for cause in DropCause})
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
+    fps: float = 0.0  # results per second over the last second
+    elapsed: float = 0.0
+    source_state: str = ""
+    source_message: str | None = None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in vars(self).items()}
+        out["dropped_total"] = self.dropped_total
+        return out
+
+
+class Sink:
+    """Receives every processed frame, in order; ``close`` when the run ends."""
+
+    def write(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+_END = object()
+
+
+class VideoProcessor:
+    """Capture, buffer, detect, track and emit results for one video source.
+
+    ``clock`` and ``sleep`` come in as parameters so pacing and latency are testable without
+    waiting. Use as a context manager, or ``start()`` / ``results()`` / ``stop()``; ``run()`` does
+    all three and returns the final statistics.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source,
+        *,
+        policy: BufferPolicy | str = BufferPolicy.WAIT,
+        buffer_size: int = 8,
+        batch_size: int = 1,
+        stride: int = 1,
+        max_fps: float | None = None,
+        realtime: bool = False,
+        speed: float = 1.0,
+        tracker=None,
+        line_counter=None,
+        sinks: Sequence[Sink] = (),
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        latency_window: int = 10_000,
+    ) -> None:
+        if stride < 1:
+            raise ValueError("stride must be at least 1")
+        if max_fps is not None and max_fps <= 0:
+            raise ValueError("max_fps must be positive")
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.pipeline = pipeline
+        self.source = source
+        self.buffer: FrameBuffer[Frame] = FrameBuffer(buffer_size, policy, on_drop=self._dropped_by_buffer)
+        self.batch_size = batch_size
+        self.stride = stride
+        self.max_fps = max_fps
+        self.realtime = realtime
+        self.speed = speed
+        self.tracker = tracker
+        self.line_counter = line_counter
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.sleep = sleep
+
+        self._lock = threading.Lock()
+        self._stats = VideoStats()
+        self._latencies: deque[float] = deque(maxlen=latency_window)
+        self._recent: deque[float] = deque()
+        self._output: queue.Queue = queue.Queue(maxsize=max(4, 2 * buffer_size))
+        self._stop_capture = threading.Event()
+        self._discard = threading.Event()
+        self._abandoned = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started_at: float | None = None
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> VideoProcessor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop(drain=exc_info[0] is None)
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("the processor is already started")
+        self.source.open()
+        self._started_at = self.clock()
+        self._threads = [
+            threading.Thread(target=self._capture, name="visionpipe-capture", daemon=True),
+            threading.Thread(target=self._work, name="visionpipe-detect", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, drain: bool = True, timeout: float = 10.0) -> VideoStats:
+        """Stop capturing; process (``drain``) or discard what is buffered; release everything."""
+        if self._closed:
+            return self.stats
+        self._stop_capture.set()
+        if not drain:
+            self._discard.set()
+            for _ in self.buffer.drain():
+                self._count_drop(DropCause.STOPPED)
+        self._abandoned.set()  # nobody may be reading results any more: do not block on them
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.buffer.close()
+        self.source.close()
+        for sink in self.sinks:
+            sink.close()
+        self._closed = True
+        return self.stats
+
+    def run(self, on_result: Callable[[FrameResult], None] | None = None) -> VideoStats:
+        """Process the whole source (until it ends or fails) and return the final statistics."""
+        self.start()
+        try:
+            for result in self.results():
+                if on_result is not None:
+                    on_result(result)
+        except BaseException:
+            self.stop(drain=False)
+            raise
+        return self.stop()
+
+    def results(self) -> Iterator[FrameResult]:
+        """Processed frames in frame order, until the source ends and the buffer is empty."""
+        while True:
+            item = self._output.get()
+            if item is _END:
+                return
+            yield item
+
+    @property
+    def stats(self) -> VideoStats:
+        """A snapshot of the counters, live or final."""
+        now = self.clock()
+        with self._lock:
+            snapshot = VideoStats(
+                captured=self._stats.captured,
+                processed=self._stats.processed,
+                errors=self._stats.errors,
+                dropped=dict(self._stats.dropped),
+                fps=float(sum(1 for t in self._recent if now - t <= 1.0)),
+                elapsed=0.0 if self._started_at is None else now - self._started_at,
+                source_state=getattr(self.source, "state", ""),
+                source_message=getattr(self.source, "failure", None),
+            )
+            latencies = np.fromiter(self._latencies, float)
+        if isinstance(snapshot.source_state, Enum):
+            snapshot.source_state = snapshot.source_state.value
+        if latencies.size:
+            snapshot.latency_p50, snapshot.latency_p95, snapshot.latency_p99 = (
+                float(v) for v in np.percentile(latencies, [50, 95, 99])
+            )
+        return snapshot
+
+    # -- threads ------------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        last_accepted: float | None = None
+        first_timestamp: float | None = None
+        try:
+            while not self._stop_capture.is_set():
+                frame = self.source.read()
+                if frame is None or self._stop_capture.is_set():
+                    break
+                if self.realtime:
+                    # play a file at its own pace (times speed): the frame "arrives" on schedule
+                    first_timestamp = frame.timestamp if first_timestamp is None else first_timestamp
+                    due = self._started_at + (frame.timestamp - first_timestamp) / self.speed
+                    wait = due - self.clock()
+                    if wait > 0:
+                        self.sleep(wait)
+                    frame.captured_at = self.clock()
+                with self._lock:
+                    self._stats.captured += 1
+                if frame.index % self.stride:
+                    self._count_drop(DropCause.STRIDE)
+                    continue
+                if self.max_fps is not None and last_accepted is not None:
+                    if frame.captured_at - last_accepted < 1.0 / self.max_fps:
+                        self._count_drop(DropCause.RATE)
+                        continue
+                last_accepted = frame.captured_at
+                self.buffer.put(frame)
+        finally:
+            self.buffer.close()
+
+    def _frames(self, in_flight: deque[Frame]) -> Iterator:
+        while not self._discard.is_set():
+            batch = self.buffer.get_batch(1, timeout=0.05)
+            if batch:
+                in_flight.append(batch[0])
+                yield batch[0].image
+            elif self.buffer.closed and not len(self.buffer):
+                return
+
+    def _work(self) -> None:
+        in_flight: deque[Frame] = deque()
+        try:
+            for result in self.pipeline.stream(self._frames(in_flight), batch_size=self.batch_size):
+                frame = in_flight.popleft()
+                self._emit(frame, result.detections, result.error)
+        finally:
+            self._publish(_END, final=True)
+
+    def _emit(self, frame: Frame, detections: Detections | None, error: Exception | None) -> None:
+        crossed = None
+        try:
+            if detections is not None and self.tracker is not None:
+                detections = self.tracker.update(detections)
+            if detections is not None and self.line_counter is not None:
+                crossed = self.line_counter.update(detections)
+        except Exception as exc:  # one bad frame never stops the stream
+            detections, error = None, exc
+        result = FrameResult(frame, detections, error, self.clock(), crossed)
+        for sink in self.sinks:
+            try:
+                sink.write(result)
+            except Exception as exc:
+                result.error = result.error or exc
+        with self._lock:
+            self._stats.processed += 1
+            self._stats.errors += result.error is not None
+            self._latencies.append(result.latency)
+            self._recent.append(result.finished_at)
+            while self._recent and result.finished_at - self._recent[0] > 1.0:
+                self._recent.popleft()
+        self._publish(result)
+
+    def _publish(self, item, final: bool = False) -> None:
+        while True:
+            try:
+                self._output.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if self._abandoned.is_set() and not final:
+                    return  # nobody reads results any more; sinks have them already
+                if self._abandoned.is_set():
+                    try:
+                        self._output.get_nowait()  # make room for the end marker
+                    except queue.Empty:
+                        pass
+
+    def _dropped_by_buffer(self, frame: Frame) -> None:
+        self._count_drop(DropCause.STOPPED if self.buffer.closed else DropCause.BUFFER)
+
+    def _count_drop(self, cause: DropCause) -> None:
+        with self._lock:
+            self._stats.dropped[cause.value] += 1

@@ -1,0 +1,166 @@
+"""Where processed frames go: an annotated MP4, a JSONL log, or your own callback."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from visionpipe.io.annotate import annotate, overlay_text
+from visionpipe.video.processor import FrameResult, Sink
+
+
+def frame_record(result: FrameResult) -> dict:
+    dets = result.detections
+    record = {
+        "frame": result.frame.index,
+        "timestamp": round(result.frame.timestamp, 4),
+        "latency_ms": round(result.latency * 1000, 2),
+        "detections": [],
+        "error": None if result.error is None else str(result.error) or type(result.error).__name__,
+    }
+    if dets is not None:
+        ids = dets.tracker_id.tolist() if dets.tracker_id is not None else [None] * len(dets)
+        for box, score, cls, name, track in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names, ids):
+            item = {"box": [round(v, 2) for v in box], "score": round(score, 4), "class_id": cls, "class_name": name}
+            if track is not None:
+                item["track_id"] = track
+            record["detections"].append(item)
+    if result.crossed is not None:
+        record["crossed_in"], record["crossed_out"] = result.crossed
+    return record
+
+
+class JsonlSink(Sink):
+    """One JSON line per processed frame, flushed as it goes (a live log can be followed with tail)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("w", encoding="utf-8")
+
+    def write(self, result: FrameResult) -> None:
+        self.handle.write(json.dumps(frame_record(result)) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+
+
+class CallbackSink(Sink):
+    def __init__(self, callback: Callable[[FrameResult], None]) -> None:
+        self.callback = callback
+
+    def write(self, result: FrameResult) -> None:
+        self.callback(result)
+
+
+class VideoFileSink(Sink):
+    """Annotated MP4 (boxes, class, score, track id, FPS and latency overlay).
+
+    H.264 through PyAV when it is installed (``pip install 'visionpipe[video]'``), else OpenCV's
+    MPEG-4 Part 2 ("mp4v") writer, which every OpenCV build has. The frame size is taken from the
+    first frame; ``fps`` should be the source's (a function is asked when the first frame arrives).
+    """
+
+    def __init__(self, path: str | Path, fps: float | Callable[[], float | None], codec: str | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fps = fps  # or a function giving it once the source is open
+        self.codec = codec
+        self._writer = None
+        self._finish_times: deque[float] = deque()
+
+    @property
+    def fps(self) -> float:
+        fps = self._fps() if callable(self._fps) else self._fps
+        return fps if fps and fps > 0 else 25.0
+
+    def _open(self, width: int, height: int) -> None:
+        try:
+            import av  # noqa: F401
+
+            self._writer = _PyAvWriter(self.path, self.fps, width, height, self.codec or "libx264")
+        except ImportError:
+            self._writer = _OpenCvWriter(self.path, self.fps, width, height, self.codec or "mp4v")
+
+    @property
+    def backend(self) -> str:
+        return "" if self._writer is None else self._writer.name
+
+    def write(self, result: FrameResult) -> None:
+        image = result.frame.image
+        if self._writer is None:
+            self._open(image.shape[1], image.shape[0])
+        canvas = annotate(image, result.detections) if result.detections is not None else image.copy()
+        self._finish_times.append(result.finished_at)
+        while self._finish_times and result.finished_at - self._finish_times[0] > 1.0:
+            self._finish_times.popleft()
+        lines = [f"frame {result.frame.index}  {len(self._finish_times)} fps  {result.latency * 1000:.0f} ms"]
+        if result.error is not None:
+            lines.append(f"error: {result.error}"[:80])
+        overlay_text(canvas, lines)
+        self._writer.write(canvas)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class _OpenCvWriter:
+    name = "opencv"
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, codec: str) -> None:
+        import cv2
+
+        self.size = (width, height)
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, self.size)
+        if not self.writer.isOpened():
+            raise OSError(f"OpenCV cannot write {path} with codec {codec!r}")
+
+    def write(self, image: np.ndarray) -> None:
+        self.writer.write(_fit(image, self.size))
+
+    def close(self) -> None:
+        self.writer.release()
+
+
+class _PyAvWriter:
+    name = "pyav"
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, codec: str) -> None:
+        from fractions import Fraction
+
+        import av
+
+        self.size = (width - width % 2, height - height % 2)  # H.264 wants even sizes
+        self.container = av.open(str(path), mode="w")
+        self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        self.stream.width, self.stream.height = self.size
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(_fit(image, self.size), format="bgr24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The frame at the writer's size (frames are all one size; H.264 needs even sides)."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    import cv2
+
+    return cv2.resize(image, size)
