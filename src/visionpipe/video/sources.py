@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], object]
+_SourceT = TypeVar("_SourceT", bound="VideoSource")
 
 # schemes OpenCV's FFmpeg backend reads as network streams
 NETWORK_SCHEMES = frozenset(
@@ -137,7 +138,7 @@ class ReconnectPolicy:
 class CaptureLike(Protocol):
     """What :class:`CaptureSource` needs from a capture (``cv2.VideoCapture`` or a test fake)."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def isOpened(self) -> bool: ...  # OpenCV's name
     def read(self) -> tuple[bool, np.ndarray | None]: ...
     def get(self, prop: int) -> float: ...
     def release(self) -> None: ...
@@ -198,7 +199,7 @@ class VideoSource:
 
         return unsubscribe
 
-    def open(self) -> VideoSource:
+    def open(self: _SourceT) -> _SourceT:
         """Open the source (STARTING, then RUNNING), or raise :class:`VideoSourceError`."""
         with self._lock:
             if self._opened:
@@ -236,7 +237,7 @@ class VideoSource:
                 self._transition(SourceState.ENDED, "closed")
             self._opened = True  # a closed source cannot be reopened
 
-    def __enter__(self) -> VideoSource:
+    def __enter__(self: _SourceT) -> _SourceT:
         return self.open()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -365,11 +366,11 @@ class CaptureSource(VideoSource):
     def _try_open(self) -> tuple[CaptureLike | None, str]:
         try:
             capture = self._opener(self._target)
-        except Exception as exc:  # cv2.error, OSError, a failing fake: all mean "not opened"
+        except Exception as exc:  # noqa: BLE001 - cv2.error, OSError, a failing fake: all mean "not opened"
             return None, f"{type(exc).__name__}: {exc}"
         try:
             opened = bool(capture.isOpened())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken capture is a capture that did not open
             opened, why = False, f"{type(exc).__name__}: {exc}"
         else:
             why = "the capture did not open"
@@ -436,7 +437,7 @@ class CaptureSource(VideoSource):
             return False, None, "no capture"
         try:
             ok, image = self._capture.read()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a read that raises is a failed read (end or reconnect)
             return False, None, f"{type(exc).__name__}: {exc}"
         if not ok or image is None or getattr(image, "size", 0) == 0:
             return False, None, "no frame returned"
@@ -497,7 +498,7 @@ class CaptureSource(VideoSource):
 def _get(capture: Any, prop: int) -> float:
     try:
         value = float(capture.get(prop))
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unknown property reads as 0, like OpenCV's own answer
         return 0.0
     return value if math.isfinite(value) else 0.0
 
