@@ -118,6 +118,16 @@ def test_assignment_uses_bytetracks_thresholded_objective():
     assert ids_by_gt(out) == {0: 1}
 
 
+@pytest.mark.parametrize("fuse_score, expected", [(False, [1]), (True, [])])
+def test_fuse_score_weighs_iou_by_score(fuse_score, expected):
+    # A still 100x100 track; then a box shifted 50 px: IoU 50/150 = 0.333 >= 0.2, but fused with
+    # its score 0.55 it is 0.183 < 0.2. Unmatched, 0.55 is too low to start a track: nothing.
+    tracker = ByteTracker(fuse_score=fuse_score)
+    for _ in range(5):
+        tracker.update(frame([([0, 0, 100, 100], 0.9, 0, 0)]))
+    assert tracker.update(frame([([50, 0, 150, 100], 0.55, 0, 0)])).tracker_id.tolist() == expected
+
+
 # --------------------------------------------------------------------------------------------
 # Occlusion and track lifetime
 # --------------------------------------------------------------------------------------------
@@ -137,7 +147,9 @@ def test_short_occlusion_keeps_id():
 
 def test_occlusion_longer_than_max_lost_gets_new_id():
     tracker = ByteTracker(max_lost=3)
-    outputs = [tracker.update(frame([] if 10 <= f < 15 else [(box(5 * f, 50), 0.9, 0, 0)])) for f in range(20)]
+    outputs = [
+        tracker.update(frame([] if 10 <= f < 15 else [(box(5 * f, 50), 0.9, 0, 0)])) for f in range(20)
+    ]
     # last seen on frame 9; 5 missed frames > 3: deleted at the end of frame 13. Frame 15 starts
     # a tentative track (not returned), confirmed on frame 16 with the next id, 2.
     assert len(outputs[15]) == 0
@@ -292,7 +304,8 @@ def test_min_hits_confirmation(min_hits):
 
 def test_first_frame_tracks_are_confirmed_at_once_and_reset_restarts():
     tracker = ByteTracker(min_hits=3)
-    assert tracker.update(frame([(box(0, 0), 0.9, 0, 0), (box(100, 0), 0.9, 0, 1)])).tracker_id.tolist() == [1, 2]
+    out = tracker.update(frame([(box(0, 0), 0.9, 0, 0), (box(100, 0), 0.9, 0, 1)]))
+    assert out.tracker_id.tolist() == [1, 2]
     tracker.update(frame([]))
     tracker.reset()
     assert tracker.frame_index is None and tracker.next_id == 1

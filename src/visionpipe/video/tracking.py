@@ -326,7 +326,7 @@ class ByteTracker:
         mean, cov = self._mean.copy(), self._cov.copy()
         if self._frame is None or len(mean) == 0:
             return mean, cov
-        for step in range(1):
+        for step in range(frame - self._frame):
             lost = self._last_seen < self._frame + step
             mean[lost, 7] = 0.0
             mean, cov = self.kalman.predict(mean, cov)

@@ -105,9 +105,7 @@ class LineCounter:
     def side(self, points: np.ndarray) -> np.ndarray:
         """-1, 0 or +1 for each (N, 2) point: left of, on, or right of the directed line."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        rel = points - self.start
-        cross = self._direction[0] * rel[:, 1] - self._direction[1] * rel[:, 0]
-        return np.sign(cross).astype(np.int64)
+        return np.sign(self._cross(np.asarray(points, dtype=np.float64).reshape(-1, 2))).astype(np.int64)
 
     def _cross(self, points: np.ndarray) -> np.ndarray:
         rel = points - self.start
@@ -122,39 +120,42 @@ class LineCounter:
         empty = np.zeros(0, np.int64)
         if len(detections) and detections.tracker_id is None:
             raise ZoneError("LineCounter needs tracked detections (tracker_id is None); run a tracker first")
-        if len(detections):
-            ids, first = np.unique(detections.tracker_id, return_index=True)
-            order = np.sort(first)
-            ids = detections.tracker_id[order]
-            points = anchor_points(detections.xyxy[order], self.anchor)
-            classes = detections.class_id[order]
-            cross_now = self._cross(points)
-            crossed_in: list[int] = []
-            crossed_out: list[int] = []
-            for tid, point, cross, cls in zip(ids.tolist(), points, cross_now.tolist(), classes.tolist()):
-                side = int(np.sign(cross))
-                before = self._side.get(tid, 0)
-                if side != 0 and before != 0 and side != before:
-                    previous = self._position[tid]
-                    cross_before = float(self._cross(previous[None])[0])
-                    # where the move previous -> point meets the line (t = 0 if previous lay on it)
-                    t = cross_before / (cross_before - cross)
-                    hit = previous + t * (point - previous)
-                    s = float((hit - self.start) @ self._direction) / self._length2
-                    if 0.0 <= s <= 1.0:
-                        direction = "in" if side > 0 else "out"
-                        (crossed_in if side > 0 else crossed_out).append(tid)
-                        per_class = self.counts_by_class.setdefault(int(cls), {"in": 0, "out": 0})
-                        per_class[direction] += 1
-                if side != 0:
-                    self._side[tid] = side
-                self._position[tid] = point
-                self._seen[tid] = self._updates
-            self.in_count += len(crossed_in)
-            self.out_count += len(crossed_out)
-            result = (np.array(crossed_in, np.int64), np.array(crossed_out, np.int64))
-        else:
-            result = (empty, empty.copy())
+        if not len(detections):
+            self._forget()
+            return empty, empty.copy()
+        _, first = np.unique(detections.tracker_id, return_index=True)
+        order = np.sort(first)  # one box per id: its first, in detection order
+        ids = detections.tracker_id[order]
+        classes = detections.class_id[order]
+        points = anchor_points(detections.xyxy[order], self.anchor)
+        cross_now = self._cross(points)
+        side = np.sign(cross_now).astype(np.int64)
+        id_list = ids.tolist()
+        before = np.array([self._side.get(t, 0) for t in id_list], dtype=np.int64)
+        candidate = (side != 0) & (before != 0) & (side != before)
+        crossed = np.zeros(len(ids), dtype=bool)
+        if candidate.any():
+            previous = np.array([self._position[t] for t in ids[candidate].tolist()])
+            cross_before = self._cross(previous)
+            # where the move previous -> now meets the line (t = 0 when previous lay on it);
+            # the sides differ, so cross_before - cross_now is never 0
+            t = cross_before / (cross_before - cross_now[candidate])
+            hit = previous + t[:, None] * (points[candidate] - previous)
+            s = (hit - self.start) @ self._direction / self._length2
+            crossed[candidate] = (s >= 0.0) & (s <= 1.0)
+        went_in = crossed & (side > 0)
+        went_out = crossed & (side < 0)
+        directions = np.where(side[crossed] > 0, "in", "out").tolist()
+        for cls, direction in zip(classes[crossed].tolist(), directions):
+            self.counts_by_class.setdefault(int(cls), {"in": 0, "out": 0})[direction] += 1
+        self.in_count += int(went_in.sum())
+        self.out_count += int(went_out.sum())
+        for tid, point, new_side in zip(id_list, points, side.tolist()):
+            if new_side != 0:
+                self._side[tid] = new_side
+            self._position[tid] = point
+            self._seen[tid] = self._updates
+        result = (ids[went_in], ids[went_out])
         self._forget()
         return result
 
