@@ -30,7 +30,7 @@ def frame_record(result: FrameResult) -> dict:
                 item["track_id"] = track
             record["detections"].append(item)
     if result.crossed is not None:
-        record["crossed_in"], record["crossed_out"] = result.crossed
+        record["crossed_in"], record["crossed_out"] = ([int(i) for i in ids] for ids in result.crossed)
     return record
 
 
