@@ -7,9 +7,10 @@ frame read is either processed or dropped for a counted cause:
 ``captured == processed + sum(dropped.values())`` once the processor has stopped.
 
 Latency bound under ``drop_oldest``: a frame waits behind at most ``buffer_size`` frames in the
-buffer plus the pipeline's read-ahead window (``2 * batch_size + workers``) and the batch in
-inference, so its capture-to-result latency is at most about
-``(buffer_size + 2 * batch_size + workers + 1) x`` the time per frame, however fast the source is.
+buffer, the pipeline's read-ahead window (``2 * batch_size + workers``) and the batches in its
+inference lanes (``(concurrency + 1) * batch_size``), so its capture-to-result latency is at most
+about ``buffer_size + 2 * batch_size + workers + (concurrency + 1) * batch_size + 1`` times the
+time per frame, however fast the source is (see ``latency_bound_frames``).
 """
 
 from __future__ import annotations
@@ -209,6 +210,12 @@ class VideoProcessor:
             if item is _END:
                 return
             yield item
+
+    @property
+    def latency_bound_frames(self) -> int:
+        """How many frame-times a frame can wait, at most, from capture to result (see above)."""
+        p = self.pipeline
+        return self.buffer.capacity + 2 * self.batch_size + p.workers + (p.concurrency + 1) * self.batch_size + 1
 
     @property
     def stats(self) -> VideoStats:
