@@ -21,9 +21,14 @@ import pytest
 import visionpipe
 from tests.models.onnx_graphs import constant_model
 from visionpipe import Pipeline
-from visionpipe.video.buffer import BufferPolicy
 from visionpipe.video.frames import Frame
-from visionpipe.video.processor import DropCause, FrameResult, Sink, VideoProcessor, VideoStats
+from visionpipe.video.processor import (
+    DropCause,
+    FrameResult,
+    Sink,
+    VideoProcessor,
+    VideoStats,
+)
 from visionpipe.video.sinks import CallbackSink, JsonlSink
 from visionpipe.video.sources import SourceState
 
@@ -38,7 +43,7 @@ SCORE = 0.9
 
 # --- fakes ---------------------------------------------------------------------------------------
 class FakeClock:
-    """Monotonic seconds that move only when ``advance``/``set`` is called."""
+    """Monotonic seconds that move only when a test sets ``now`` or calls ``advance``."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.now = start
@@ -73,6 +78,7 @@ class FakeSource:
     (default ``i / fps``). On each read the fake clock is moved: to ``times[i]`` when given, else
     by ``costs[i]`` (the time the read "took"); ``captured_at`` is the clock after that move.
     ``gated``: read ``i`` blocks until the test sets ``gates[i]`` (``close()`` opens them all).
+    ``times`` and ``costs`` need ``clock`` to be a :class:`FakeClock`.
     """
 
     def __init__(
@@ -87,7 +93,7 @@ class FakeSource:
         gated: bool = False,
     ) -> None:
         self.count = count
-        self.clock = clock or FakeClock()
+        self.clock = clock or time.monotonic  # the processor's default clock, unless a test fakes it
         self.fps = fps
         self.timestamps = timestamps if timestamps is not None else [i / (fps or 1.0) for i in range(count)]
         self.times = times
@@ -136,7 +142,7 @@ class FakeSource:
 
 def frame_id(tensor: np.ndarray) -> int:
     """Which fake frame a preprocessed (3, H, W) tensor came from (RGB scaled by 1/255)."""
-    return int(round(float(tensor[0, SIZE // 2, SIZE // 2]) * 255))
+    return round(float(tensor[0, SIZE // 2, SIZE // 2]) * 255)
 
 
 class ForwardHook:
@@ -237,6 +243,8 @@ def rig(tiny_model_path):
         hook.release.set()
     for proc in processors:
         proc.stop(drain=False, timeout=5.0)
+        for thread in proc._threads:  # white box: the pipeline must outlive the processor's worker
+            thread.join(TIMEOUT)
     for pipeline, _ in made:
         pipeline.close()
 
@@ -416,55 +424,82 @@ def test_latency_percentiles_fps_and_elapsed_follow_the_clock(rig):
 
 
 # --- drop policies under a slow pipeline ---------------------------------------------------------
+def _pipeline_capacity(pipeline: Pipeline, batch_size: int = 1) -> int:
+    # Pipeline.stream holds a read-ahead window of 2 * batch_size + workers decoded inputs and at
+    # most concurrency + 1 batches in inference
+    return 2 * batch_size + pipeline.workers + (pipeline.concurrency + 1) * batch_size
+
+
+def record_pulls(processor: VideoProcessor) -> list[int]:
+    """The indices of the frames the worker takes from the buffer, in order (wraps get_batch)."""
+    pulled: list[int] = []
+    original = processor.buffer.get_batch
+
+    def get_batch(max_items, timeout=None):
+        batch = original(max_items, timeout)
+        pulled.extend(frame.index for frame in batch)
+        return batch
+
+    processor.buffer.get_batch = get_batch
+    return pulled
+
+
 def _held_run(rig, policy: str, count: int, buffer_size: int):
-    """Run ``count`` frames while inference is held until capture has read them all."""
+    """Fill the (held) pipeline frame by frame, then let the rest of the source arrive at once.
+
+    Frames 0 .. capacity-1 are released one at a time and each is taken by the pipeline before the
+    next comes, so none is dropped and the pipeline ends up full with inference held. The rest
+    arrive while nothing is taken from the buffer: what the policy keeps is then determined.
+    """
     pipeline, hook = rig(blocked=True)
-    source = FakeSource(count)
+    source = FakeSource(count, gated=True)
     processor = rig.processor(pipeline, source, policy=policy, buffer_size=buffer_size)
+    pulled = record_pulls(processor)
     processor.start()
+    capacity = _pipeline_capacity(pipeline)
+    for i in range(capacity):
+        source.gates[i].set()
+        wait_until(lambda i=i: len(pulled) == i + 1, f"the pipeline to take frame {i}")
+    wait_until(hook.entered.is_set, "inference to start")
+    for gate in source.gates[capacity:]:
+        gate.set()
     wait_until(lambda: source.state is SourceState.ENDED, "capture to reach the end of the source")
+    assert pulled == list(range(capacity))  # a held pipeline takes no more than its capacity
     assert processor.stats.captured == count  # a drop policy never makes capture wait
     hook.release.set()
     results = list(processor.results())
     stats = processor.stop()
-    return pipeline, results, stats
+    return capacity, results, stats
 
 
-def _pipeline_capacity(pipeline: Pipeline, batch_size: int = 1) -> int:
-    # Pipeline.stream: a read-ahead window of 2 * batch_size + workers decoded inputs, and at most
-    # concurrency + 1 batches in inference
-    return 2 * batch_size + pipeline.workers + (pipeline.concurrency + 1) * batch_size
+def test_latency_bound_counts_buffer_read_ahead_and_inference_lanes(rig):
+    # processor.py: buffer_size + 2 * batch_size + workers + (concurrency + 1) * batch_size + 1
+    pipeline, _ = rig()  # workers 2, concurrency 2
+    processor = VideoProcessor(pipeline, FakeSource(1), buffer_size=5, batch_size=2)
+    assert processor.latency_bound_frames == 5 + 4 + 2 + 6 + 1
+    assert VideoProcessor(pipeline, FakeSource(1), buffer_size=1).latency_bound_frames == 1 + 2 + 2 + 3 + 1
 
 
 def test_drop_oldest_under_a_slow_pipeline_keeps_the_newest_frames(rig):
     count, size = 40, 3
-    pipeline, results, stats = _held_run(rig, "drop_oldest", count, size)
-    got = indices(results)
+    capacity, results, stats = _held_run(rig, "drop_oldest", count, size)
+    # the pipeline's frames, then the newest `size` frames; everything between was pushed out
+    assert indices(results) == [*range(capacity), 37, 38, 39]
     assert stats.captured == count
-    assert stats.dropped["buffer"] > 0
-    assert stats.dropped == {**no_drops(), "buffer": count - len(results)}
-    assert stats.processed == len(results)
+    assert stats.processed == capacity + size
+    assert stats.dropped == {**no_drops(), "buffer": count - capacity - size}
     assert_accounted(stats)
-    assert got == sorted(set(got))  # in order, none twice
-    assert got[0] == 0  # it was in inference when the buffer overflowed
-    assert got[-size:] == [37, 38, 39]  # the newest frames survive
-    assert len(got) <= size + _pipeline_capacity(pipeline)
 
 
 def test_drop_latest_under_a_slow_pipeline_keeps_the_waiting_frames(rig):
     count, size = 40, 3
-    pipeline, results, stats = _held_run(rig, "drop_latest", count, size)
-    got = indices(results)
+    capacity, results, stats = _held_run(rig, "drop_latest", count, size)
+    # the pipeline's frames, then the first `size` frames that found the buffer with room
+    assert indices(results) == list(range(capacity + size))
     assert stats.captured == count
-    assert stats.dropped["buffer"] > 0
-    assert stats.dropped == {**no_drops(), "buffer": count - len(results)}
-    assert stats.processed == len(results)
+    assert stats.processed == capacity + size
+    assert stats.dropped == {**no_drops(), "buffer": count - capacity - size}
     assert_accounted(stats)
-    assert got == sorted(set(got))
-    assert got[0] == 0
-    assert 39 not in got  # the buffer was full when the last frames arrived: they were the ones dropped
-    assert max(got) < count - 1 - size
-    assert len(got) <= size + _pipeline_capacity(pipeline)
 
 
 # --- stop ----------------------------------------------------------------------------------------
@@ -473,8 +508,16 @@ def _held_until_full(rig, count: int, size: int):
     source = FakeSource(count)
     sink_results: list[FrameResult] = []
     processor = rig.processor(pipeline, source, policy="wait", buffer_size=size, sinks=[CallbackSink(sink_results.append)])
+    pulled = record_pulls(processor)
     processor.start()
-    wait_until(lambda: len(processor.buffer) == size and hook.entered.is_set(), "a full buffer")
+    capacity = _pipeline_capacity(pipeline)
+    # held inference: the pipeline takes `capacity` frames, the buffer fills, and capture holds one
+    # more frame while it waits for room
+    wait_until(
+        lambda: len(pulled) == capacity and len(processor.buffer) == size and processor.stats.captured == capacity + size + 1,
+        "a full pipeline and buffer",
+    )
+    assert hook.entered.is_set()
     return processor, hook, source, sink_results
 
 
@@ -500,6 +543,7 @@ def test_stop_without_drain_counts_waiting_frames_as_stopped_and_returns_within_
     assert stats.dropped["stopped"] >= waiting
     assert stats.dropped == {**no_drops(), "stopped": stats.dropped["stopped"]}
     # only frames already inside the pipeline when stop was called were processed
+    assert stats.processed == _pipeline_capacity(processor.pipeline)
     assert indices(processed) == list(range(stats.processed))
     # every captured frame: processed, or dropped as "stopped" (nothing left behind unaccounted)
     left = len(processor.buffer)
@@ -532,7 +576,7 @@ def test_stop_with_drain_processes_the_waiting_frames(rig):
 
 # --- errors --------------------------------------------------------------------------------------
 def test_a_frame_whose_inference_fails_carries_the_error_and_the_stream_goes_on(rig):
-    pipeline, hook = rig(fail={3, 8})
+    pipeline, _ = rig(fail={3, 8})
     results, stats = run_all(rig.processor(pipeline, FakeSource(12)))
     assert indices(results) == list(range(12))
     for result in results:
@@ -599,7 +643,8 @@ def test_a_failing_sink_marks_that_result_and_the_stream_goes_on(rig):
 def test_jsonl_sink_writes_one_record_per_processed_frame(rig, tmp_path):
     pipeline, _ = rig(fail={4})
     path = tmp_path / "frames.jsonl"
-    results, stats = run_all(rig.processor(pipeline, FakeSource(9), stride=2, sinks=[JsonlSink(path)]))
+    _, stats = run_all(rig.processor(pipeline, FakeSource(9), stride=2, sinks=[JsonlSink(path)]))
+    assert stats.processed == 5 and stats.errors == 1
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["frame"] for r in records] == [0, 2, 4, 6, 8]
     assert [r["timestamp"] for r in records] == [0.0, 0.2, 0.4, 0.6, 0.8]

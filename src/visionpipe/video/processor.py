@@ -178,6 +178,9 @@ class VideoProcessor:
         self._stop_capture.set()
         if not drain:
             self._discard.set()
+            # close first: a capture blocked in put() then drops its frame (counted) rather than
+            # slipping it into a buffer nobody will read
+            self.buffer.close()
             for _ in self.buffer.drain():
                 self._count_drop(DropCause.STOPPED)
         self._abandoned.set()  # nobody may be reading results any more: do not block on them
