@@ -306,8 +306,8 @@ def text_pipeline():
     from visionpipe.models.zoo import BUILTINS
 
     builtin = BUILTINS["ppocr-text"]
-    if builtin.locate() is None:
-        pytest.skip("the rapidocr package (which ships the PP-OCR model) is not installed")
+    # rapidocr is a core dependency: its absence is a broken install, not a reason to skip
+    assert builtin.locate() is not None, "the rapidocr package (which ships the PP-OCR model) is not installed"
     with Pipeline(builtin.to_spec()) as pipe:
         yield pipe
 
