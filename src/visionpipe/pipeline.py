@@ -204,7 +204,7 @@ class Pipeline:
             for name, m in zip(names, models)
         ]
         # the same cap on what fusion returns as on each member's output
-        self.fused_max_det = max_det if max_det is not None else max(m.params.max_det for m in self.members)
+        self.fused_max_det = max(m.params.max_det for m in self.members)
         config = fusion if isinstance(fusion, FusionConfig) else FusionConfig(method=FusionMethod(fusion))
         if weights is not None:
             config = replace(config, weights=tuple(float(w) for w in weights))
