@@ -11,6 +11,12 @@ class VisionpipeError(Exception):
     """Base class of every error visionpipe raises on purpose."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (third-party errors can run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ImageDecodeError(VisionpipeError):
     """An input could not be turned into an 8-bit BGR image (missing, empty, corrupt, not an image)."""
 

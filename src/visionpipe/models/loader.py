@@ -25,7 +25,7 @@ from visionpipe.models.decoders import (
 )
 from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
 from visionpipe.models.presets import DEFAULT_INPUT_SIZE, PRESETS
-from visionpipe.models.spec import ModelSpec, ThresholdSpec
+from visionpipe.models.spec import ModelSpec, ThresholdSpec, find_sidecar_spec
 from visionpipe.preprocess import PreprocessConfig
 
 SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
@@ -169,7 +169,7 @@ def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
     path = Path(source)
     if path.suffix.lower() in SPEC_SUFFIXES:
         return ModelSpec.from_file(path)
-    sidecar = next((path.with_suffix(s) for s in (".yaml", ".yml", ".json") if path.with_suffix(s).is_file()), None)
+    sidecar = find_sidecar_spec(path)
     if sidecar is not None:
         return ModelSpec.from_file(sidecar)
     return ModelSpec(model=path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visionpipe.errors import BackendUnavailableError, ModelLoadError
+from visionpipe.errors import BackendUnavailableError, ModelLoadError, first_line
 from visionpipe.models.backend import Backend, TensorInfo
 
 PROVIDERS = {
@@ -61,7 +61,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as exc:  # ORT raises several unrelated types for unreadable graphs
-            raise ModelLoadError(f"cannot load model {self.path}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load model {self.path}: {first_line(exc)}") from exc
 
         self.inputs = [_info(i) for i in self.session.get_inputs()]
         self.outputs = [_info(o) for o in self.session.get_outputs()]
@@ -90,8 +90,3 @@ def _providers_for(device: str, available: list[str]) -> list[str]:
 
 def _info(node) -> TensorInfo:
     return TensorInfo(node.name, tuple(node.shape), np.dtype(_ORT_TYPES.get(node.type, np.float32)))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

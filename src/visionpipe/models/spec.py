@@ -103,3 +103,9 @@ class ModelSpec(_Strict):
                 raise SpecError(f"cannot read names file {self.names_file}: {exc.strerror or exc}") from None
             return tuple(line.strip() for line in lines if line.strip())
         return None
+
+
+def find_sidecar_spec(model_file: str | Path) -> Path | None:
+    """The spec file beside a model file (``model.yaml``, ``.yml`` or ``.json``), if there is one."""
+    path = Path(model_file)
+    return next((path.with_suffix(s) for s in (".yaml", ".yml", ".json") if path.with_suffix(s).is_file()), None)

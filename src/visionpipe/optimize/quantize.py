@@ -47,6 +47,7 @@ from visionpipe.errors import (
     InputShapeError,
     ModelLoadError,
     VisionpipeError,
+    first_line,
 )
 from visionpipe.io.images import decode_image
 from visionpipe.models.loader import DetectionModel
@@ -198,13 +199,8 @@ def _load_onnx(path: str | os.PathLike):
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, OSError, ...
         raise OptimizationError(
-            f"cannot quantize {path}: not a readable ONNX model ({_first_line(exc)})"
+            f"cannot quantize {path}: not a readable ONNX model ({first_line(exc)})"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
@@ -277,7 +273,7 @@ def spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dict[str,
     was loaded from a spec, a family name or embedded metadata. Decoder options come from the
     source's own sidecar spec when it has one (the loaded model does not keep them).
     """
-    from visionpipe.models.spec import ModelSpec
+    from visionpipe.models.spec import ModelSpec, find_sidecar_spec
 
     pre = model.preprocess
     params = model.params
@@ -314,15 +310,7 @@ def spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dict[str,
             if v is not None
         },
     }
-    source = Path(getattr(model.backend, "path", ""))
-    sidecar = next(
-        (
-            source.with_suffix(s)
-            for s in (".yaml", ".yml", ".json")
-            if source.with_suffix(s).is_file()
-        ),
-        None,
-    )
+    sidecar = find_sidecar_spec(getattr(model.backend, "path", ""))
     if sidecar is not None:
         try:
             original = ModelSpec.from_file(sidecar)
@@ -370,7 +358,7 @@ def quantize_dynamic_int8(
         )
     except Exception as exc:
         raise OptimizationError(
-            f"dynamic quantization of {model_path} failed: {_first_line(exc)}"
+            f"dynamic quantization of {model_path} failed: {first_line(exc)}"
         ) from exc
     _copy_metadata(source, out)
     return out
@@ -497,7 +485,7 @@ def quantize_static_int8(
             raise
         except Exception as exc:
             raise OptimizationError(
-                f"static quantization of {model_path} failed: {_first_line(exc)}"
+                f"static quantization of {model_path} failed: {first_line(exc)}"
             ) from exc
     _copy_metadata(source, out)
     spec_path = write_sidecar_spec(model, out) if write_spec else None
@@ -542,7 +530,7 @@ def _upgrade_opset(
         if per_channel:
             raise OptimizationError(
                 f"{model_path} uses opset {opset}; per-channel QDQ needs opset {QDQ_OPSET} and converting it failed "
-                f"({_first_line(exc)}): try per_channel=False"
+                f"({first_line(exc)}): try per_channel=False"
             ) from exc
         return model_path, None
     return target, (opset, QDQ_OPSET)
@@ -563,7 +551,7 @@ def _pre_process(run, model_path: Path, tmp: Path) -> tuple[Path, bool, str | No
             run(str(model_path), str(prepared), **options)
         except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs, or sympy is missing
             problems.append(
-                f"quant_pre_process {label} failed: {type(exc).__name__}: {_first_line(exc)}"
+                f"quant_pre_process {label} failed: {type(exc).__name__}: {first_line(exc)}"
             )
             continue
         return prepared, True, "; ".join(problems) or None
