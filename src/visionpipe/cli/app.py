@@ -12,7 +12,7 @@ import sys
 import typer
 
 from visionpipe import __version__
-from visionpipe.cli import detect, evaluate, models, samples, video
+from visionpipe.cli import detect, evaluate, models, optimize, samples, video
 
 app = typer.Typer(
     name="visionpipe",
@@ -45,6 +45,8 @@ app.command("eval", help=evaluate.HELP, epilog=evaluate.EXAMPLE)(evaluate.evalua
 app.add_typer(models.app, name="models")
 app.command("samples", help=samples.HELP, epilog=samples.EXAMPLE)(samples.samples)
 app.command("video", help=video.HELP, epilog=video.EXAMPLE)(video.video)
+app.command("optimize", help=optimize.OPTIMIZE_HELP, epilog=optimize.OPTIMIZE_EXAMPLE)(optimize.optimize)
+app.command("benchmark", help=optimize.BENCHMARK_HELP, epilog=optimize.BENCHMARK_EXAMPLE)(optimize.benchmark)
 
 # Typer re-exports click's Exit and Abort; its base ClickException (usage errors) is found through
 # BadParameter, since recent Typer releases vendor their own click.

@@ -37,6 +37,19 @@ def build_pipeline(models: list[str], fusion, weights: str | None, fusion_iou: f
     return Pipeline(model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options)
 
 
+def annotated_images(images: Path, annotations: Path, ground_truth: dict | None = None) -> list[Path]:
+    """The images under ``images`` that the COCO json lists (by file name), in folder order."""
+    from visionpipe.evaluation import load_annotations
+    from visionpipe.io.sources import expand_sources
+
+    ground_truth = ground_truth or load_annotations(annotations)
+    known = {Path(img["file_name"]).name for img in ground_truth["images"]}
+    paths = [p for p in expand_sources([str(images)]) if p.name in known]
+    if not paths:
+        raise typer.BadParameter(f"no image of {annotations.name} found in {images}", param_hint="--images")
+    return paths
+
+
 def parse_weights(weights: str | None) -> list[float] | None:
     if not weights:
         return None

@@ -12,6 +12,7 @@ from visionpipe.cli.common import (
     FUSION_HELP,
     MODEL_HELP,
     WEIGHTS_HELP,
+    annotated_images,
     build_pipeline,
     progress,
     report_failure,
@@ -42,13 +43,9 @@ def evaluate(
 ) -> None:
     from visionpipe.evaluation import coco_records, load_annotations, score_records
     from visionpipe.io.formats import atomic_open
-    from visionpipe.io.sources import expand_sources
 
     ground_truth = load_annotations(annotations)
-    known = {Path(img["file_name"]).name for img in ground_truth["images"]}
-    paths = [p for p in expand_sources([str(images)]) if p.name in known]
-    if not paths:
-        raise typer.BadParameter(f"no image of {annotations.name} found in {images}", param_hint="--images")
+    paths = annotated_images(images, annotations, ground_truth)
 
     pipeline = build_pipeline(
         model,
