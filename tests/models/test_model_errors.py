@@ -162,3 +162,17 @@ def test_unknown_device(tmp_path):
     path = yolov8_graph(tmp_path / "v8.onnx")
     with pytest.raises(BackendUnavailableError, match="tpu"):
         visionpipe.load_model(path, device="tpu")
+
+
+def test_tensorrt_provider_listed_without_tensorrt_runtime_is_refused(monkeypatch):
+    # onnxruntime-gpu lists TensorrtExecutionProvider even where libnvinfer is missing (seen on an
+    # H200 machine), then runs everything on CUDA: refusing keeps a "tensorrt" benchmark honest
+    from visionpipe.models import onnxruntime_backend as backend
+
+    listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(backend, "tensorrt_runtime_present", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="libnvinfer"):
+        backend._providers_for("tensorrt", listed)
+    assert backend._providers_for("cuda", listed) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(backend, "tensorrt_runtime_present", lambda: True)
+    assert backend._providers_for("tensorrt", listed) == listed

@@ -209,6 +209,24 @@ def test_tiny_benchmark_fixed_dynamic_and_broken(tiny, tmp_path):
     check_png(paths["png"])
 
 
+def test_rounds_interleave_and_report_the_median_pass(tiny, tmp_path):
+    fixed, dynamic, images, gt = tiny
+    config = BenchmarkConfig(images=images, annotations=gt, batch_sizes=(1, 2), warmup=1, repeats=3, rounds=3)
+    order: list[str] = []
+    report = benchmark_models([fixed, dynamic], config, progress=False, on_row=lambda row: order.append(row.name))
+    assert order == ["tiny_fixed", "tiny_dynamic"]  # each reported once, after the last pass
+    for row, path in zip(report.rows, (fixed, dynamic)):
+        assert row.ok, row.error
+        for lat in row.latency:
+            p50s = row.round_p50_ms[str(lat.batch)]
+            assert len(p50s) == 3 and lat.p50_ms == sorted(p50s)[1]  # the median pass, whole
+        check_latencies(row, (1, 2), repeats=3)
+        # mAP comes from the first pass (later passes only time)
+        assert (row.map_50_95, row.map_50) == pytest.approx(independent_map(path, images, gt), abs=1e-12)
+    assert "median-p50 pass of 3 interleaved passes" in report.to_markdown()
+    assert BenchmarkReport.from_json(report.to_json(tmp_path / "r.json")) == report
+
+
 def test_hanging_worker_hits_the_timeout_and_the_next_variant_still_runs(tiny, tmp_path):
     fixed, _, images, _ = tiny
     # A spec file that is a FIFO with no writer: reading it blocks forever, as a stuck mount would.

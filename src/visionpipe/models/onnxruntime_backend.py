@@ -85,7 +85,31 @@ def _providers_for(device: str, available: list[str]) -> list[str]:
         raise BackendUnavailableError(
             f"device {device!r} needs {wanted[0]}, but this onnxruntime offers only {available}{hint}"
         )
+    if device == "tensorrt" and not tensorrt_runtime_present():
+        # onnxruntime-gpu lists TensorrtExecutionProvider whether or not TensorRT is installed, and
+        # without libnvinfer it quietly runs everything on CUDA: a "TensorRT" figure would be a lie
+        raise BackendUnavailableError(
+            "device 'tensorrt' needs the TensorRT runtime (libnvinfer), which was not found: "
+            "pip install 'visionpipe[tensorrt]' or add TensorRT's lib folder to LD_LIBRARY_PATH"
+        )
     return [p for p in wanted if p in available]
+
+
+def tensorrt_runtime_present() -> bool:
+    """Whether TensorRT's runtime library can be loaded (from the tensorrt wheel or the system)."""
+    import ctypes
+
+    try:  # the pip wheels (tensorrt / tensorrt-libs) put the library next to their package
+        import tensorrt_libs  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    for name in ("libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so", "nvinfer_10.dll", "nvinfer.dll"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _info(node) -> TensorInfo:

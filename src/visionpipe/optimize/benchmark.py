@@ -42,6 +42,7 @@ Ratios in the report are relative to the first model given (the baseline), measu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -90,6 +91,10 @@ class BenchmarkConfig:
     timeout: float | None = 1800.0
     timing_images: int = 8  # distinct images the timed batches cycle through (at least the largest batch)
     eval_batch_size: int = 1  # batch size of the pipeline in the mAP run
+    # passes over the whole list, interleaved, each variant in a fresh process every pass: on a
+    # shared machine a neighbour's burst then hits every variant, and each batch size reports the
+    # pass with the median p50 (mAP is measured in the first pass only)
+    rounds: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.images, (str, os.PathLike)):
@@ -115,8 +120,8 @@ class BenchmarkConfig:
             raise BenchmarkError(f"conf must lie in [0, 1], got {self.conf}")
         if self.timeout is not None and self.timeout <= 0:
             raise BenchmarkError(f"timeout must be positive, got {self.timeout}")
-        if self.timing_images < 1 or self.eval_batch_size < 1:
-            raise BenchmarkError("timing_images and eval_batch_size must be at least 1")
+        if self.timing_images < 1 or self.eval_batch_size < 1 or self.rounds < 1:
+            raise BenchmarkError("timing_images, eval_batch_size and rounds must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -198,6 +203,7 @@ class BenchmarkRow:
     map_detections: int | None = None  # detections scored (at score >= conf)
     failed_images: list[str] = field(default_factory=list)
     wall_s: float | None = None  # the worker's whole run, start-up included
+    round_p50_ms: dict[str, list[float]] = field(default_factory=dict)  # batch -> p50 of each round
 
     @property
     def ok(self) -> bool:
@@ -323,7 +329,9 @@ class BenchmarkReport:
                 f"({', '.join(env.get('providers', [])) or '?'}), device {config.device}"
             ),
             f"- settings: batch sizes {', '.join(map(str, sizes))}; {config.warmup} warm-up + {config.repeats} timed runs "
-            f"per batch size; intra-op threads {config.intra_op_threads or 'ONNX Runtime default'}; "
+            f"per batch size"
+            + (f", the median-p50 pass of {config.rounds} interleaved passes" if config.rounds > 1 else "")
+            + f"; intra-op threads {config.intra_op_threads or 'ONNX Runtime default'}; "
             + (
                 f"mAP at conf {config.conf:g} on the annotated ones of {len(config.images)} images"
                 if config.annotations
@@ -470,20 +478,41 @@ def benchmark_models(
     for model in models:
         _source(model)  # an argument of the wrong kind is an error at once, not half-way through
     environment = collect_environment(config.device)
-    rows: list[BenchmarkRow] = []
-    display = _ProgressDisplay(progress, len(models), config)
+    passes: list[list[BenchmarkRow]] = [[] for _ in models]
+    display = _ProgressDisplay(progress, len(models) * config.rounds, config)
     display.open()
     try:
-        for label, model in zip(labels, models):
-            display.start(label)
-            row = run_variant(model, config, name=label, on_progress=display.event)
-            display.finish(row)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+        for round_number in range(config.rounds):
+            this_round = config if round_number == 0 else dataclasses.replace(config, annotations=None)
+            for label, model, rows in zip(labels, models, passes):
+                display.start(label)
+                row = run_variant(model, this_round, name=label, on_progress=display.event)
+                display.finish(row)
+                rows.append(row)
+                if on_row is not None and round_number == config.rounds - 1:
+                    on_row(_median_pass(rows))
     finally:
         display.close()
-    return BenchmarkReport(rows=rows, environment=environment, config=config)
+    return BenchmarkReport(rows=[_median_pass(rows) for rows in passes if rows], environment=environment, config=config)
+
+
+def _median_pass(rows: list[BenchmarkRow]) -> BenchmarkRow:
+    """The first pass's row (its mAP, size, load time) with each batch size's latency taken from
+    the pass whose p50 is the median; the first error of any pass is kept."""
+    import statistics
+
+    merged = dataclasses.replace(rows[0], round_p50_ms={})
+    merged.error = next((row.error for row in rows if row.error), None)
+    if len(rows) == 1:
+        return merged
+    latency = []
+    for first in rows[0].latency:
+        measured = [lat for row in rows if (lat := row.latency_at(first.batch)) is not None]
+        median = statistics.median_low([lat.p50_ms for lat in measured])
+        latency.append(next(lat for lat in measured if lat.p50_ms == median))
+        merged.round_p50_ms[str(first.batch)] = [lat.p50_ms for lat in measured]
+    merged.latency = latency
+    return merged
 
 
 def run_variant(
