@@ -40,6 +40,7 @@ from visionpipe.optimize.quantize import (
     OptimizationError,
     _check_out_path,
     _copy_metadata,
+    _load_onnx,
 )
 
 # the symbolic name given to a batch axis made dynamic (Ultralytics uses it too)
@@ -181,20 +182,6 @@ class TensorRtResult(_PathResult):
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def _read_onnx(path: Path, action: str):
-    """The ModelProto at ``path``; a missing or unreadable file is an OptimizationError naming ``action``."""
-    import onnx
-
-    if not path.is_file():
-        raise OptimizationError(f"cannot {action} {path}: file not found")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, OSError, ...
-        raise OptimizationError(
-            f"cannot {action} {path}: not a readable ONNX model ({first_line(exc)})"
-        ) from exc
 
 
 @contextlib.contextmanager
@@ -585,7 +572,7 @@ def make_batch_dynamic(
     Nothing is written then.
     """
     source = Path(source)
-    model = _read_onnx(source, "make the batch dynamic of")
+    model = _load_onnx(source, f"make the batch dynamic of {source}")
     out = _check_out_path(source, out_path)
     if verify_batch < 2:
         raise ValueError(
@@ -814,7 +801,7 @@ def batch_pinning_reshapes(
     ModelProto or a path.
     """
     if isinstance(model, (str, os.PathLike)):
-        model = _read_onnx(Path(model), "inspect")
+        model = _load_onnx(model, f"inspect {model}")
     graph = model.graph
     constants = _constant_values(graph)
     on_data_path = _data_path(graph)
@@ -880,7 +867,7 @@ def simplify(
     otherwise :class:`OptimizationError` and nothing is written. ``metadata_props`` are carried over.
     """
     source = Path(source)
-    original = _read_onnx(source, "simplify")
+    original = _load_onnx(source, f"simplify {source}")
     out = _check_out_path(source, out_path)
     # onnxslim is a core dependency, but a broken install should still say what is missing
     try:
@@ -960,7 +947,7 @@ def to_openvino(
         ) from exc
     source = Path(source)
     # a clear error for missing/corrupt files before OpenVINO's own
-    _read_onnx(source, "convert")
+    _load_onnx(source, f"convert {source}")
     xml = _check_out_path(source, Path(out_dir) / f"{source.stem}.xml")
     try:
         converted = ov.convert_model(str(source))
@@ -1008,7 +995,7 @@ def build_tensorrt_engine(
             "a TensorRT engine build needs an NVIDIA GPU with a CUDA driver; none was found here"
         )
     source = Path(source)
-    model = _read_onnx(source, "build a TensorRT engine from")
+    model = _load_onnx(source, f"build a TensorRT engine from {source}")
     out = _check_out_path(source, out_path)
     if workspace_gb <= 0 or max_batch < 1:
         raise ValueError(

@@ -193,7 +193,7 @@ def convert_fp16(
     """
     source_path, detection_model, notes = _source_model(model, "convert {} to fp16")
     action = f"convert {source_path} to fp16"
-    source = _load_source(source_path, action)
+    source = _load_onnx(source_path, action)
     out = _check_out_path(source_path, out_path)
     blocked = (
         sorted(set(op_block_list))
@@ -272,17 +272,8 @@ def _source_model(
         cause = first_line(exc)
         return path, None, [f"no sidecar spec written: not a detector ({cause})"]
     except ModelLoadError:
-        # missing, or not a file onnxruntime opens: _load_source says why in the caller's words
+        # missing, or not a file onnxruntime opens: _load_onnx says why in the caller's words
         return path, None, []
-
-
-def _load_source(path: Path, action: str):
-    """quantize's ``_load_onnx`` with its message in the caller's words (it says "cannot quantize")."""
-    try:
-        return _load_onnx(path)
-    except OptimizationError as exc:
-        cause = str(exc).partition(f"{path}: ")[2] or str(exc)
-        raise OptimizationError(f"cannot {action}: {cause}") from exc.__cause__
 
 
 def _staging_path(out: Path) -> Path:

@@ -55,10 +55,11 @@ import numpy as np
 
 from visionpipe.errors import MissingExtraError
 from visionpipe.models.loader import DetectionModel
-from visionpipe.optimize.fp16 import _load_source, _save, _source_model, _staging_path
+from visionpipe.optimize.fp16 import _save, _source_model, _staging_path
 from visionpipe.optimize.quantize import (
     _check_out_path,
     _copy_metadata,
+    _load_onnx,
     write_sidecar_spec,
 )
 
@@ -203,7 +204,7 @@ def prune_magnitude(
     _validate(sparsity, scope, min_elements)
     source_path, detection_model, notes = _source_model(model, "prune {}")
     action = f"prune {source_path}"
-    source = _load_source(source_path, action)
+    source = _load_onnx(source_path, action)
     out = _check_out_path(source_path, out_path)
 
     weights, skipped = _prunable_weights(source.graph, op_types, min_elements)

@@ -1,7 +1,7 @@
 """Post-training int8 quantization with ONNX Runtime's own tooling (no quantizer of our own).
 
 The flow follows NNCF's YOLO example: quantize, validate fp32 against int8 on real images, and keep
-the detection head in float when quantizing it costs accuracy::
+back the parts that measurably lose accuracy (:mod:`visionpipe.optimize.sensitivity`)::
 
     model = load_model("yolox_nano_416_coco.yaml")
     quantize_dynamic_int8(model.backend.path, "yolox_dyn.onnx")        # weights only, no data
@@ -19,9 +19,13 @@ the detection head in float when quantizing it costs accuracy::
   with the cause in :attr:`StaticQuantization.pre_process_error`.
 * Graphs below opset 13 (YOLOX-Nano is opset 11) are converted to 13 with onnx's version converter
   first, as per-channel DequantizeLinear needs it (recorded in ``opset_upgraded``).
-* On YOLOX-Nano the accuracy is lost at the input end, not in the head: full int8 scores 0.27 mAP
-  against 0.41 fp32 on 8 val2017 photos, keeping the head in float changes nothing, keeping the
-  first 9 convolutions in float (:func:`stem_nodes`) gives 0.39-0.40.
+* On YOLOX-Nano the accuracy is lost at the input end, not in the head: all 8-bit it scores 0.15
+  (min/max ranges) or 0.27 (moving-average ranges) mAP@.5:.95 against 0.365 fp32 on the 64 val2017
+  photos; keeping the head back changes nothing; 16-bit activations for the space-to-depth stem and
+  dark2.0's two convolutions give 0.36 at the same file size.
+* Quantizer scratch files go to temporary folders: given a model path, onnxruntime writes
+  ``<name>-inferred.onnx`` beside it, and its symbolic shape inference dumps a debug model into
+  the working directory when it gives up.
 * The quantized model works through :class:`~visionpipe.pipeline.Pipeline` with no extra flags:
   a sidecar spec ``<out>.yaml`` holding the source model's resolved configuration (family, classes,
   input size, preprocessing, thresholds, decoder options of its own spec) is written beside it, and
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import shutil
 import tempfile
@@ -198,18 +203,19 @@ class AccuracyAwareResult:
 # helpers
 
 
-def _load_onnx(path: str | os.PathLike):
+def _load_onnx(path: str | os.PathLike, action: str | None = None):
+    """The ModelProto at ``path``; a missing or unreadable file is an OptimizationError worded
+    "cannot <action>: ..." (``action`` names the path, default "quantize <path>")."""
     import onnx
 
     path = Path(path)
+    action = action or f"quantize {path}"
     if not path.is_file():
-        raise OptimizationError(f"cannot quantize {path}: file not found")
+        raise OptimizationError(f"cannot {action}: file not found")
     try:
         return onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, OSError, ...
-        raise OptimizationError(
-            f"cannot quantize {path}: not a readable ONNX model ({first_line(exc)})"
-        ) from exc
+        raise OptimizationError(f"cannot {action}: not a readable ONNX model ({first_line(exc)})") from exc
 
 
 def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
@@ -846,7 +852,7 @@ def quantize_accuracy_aware(
     sensitive_as: str = "int16",
     progress: Callable[[str], None] | None = None,
 ) -> AccuracyAwareResult:
-    """Static int8, validated against fp32 on COCO-annotated images, keeping sensitive parts in float.
+    """Static int8, validated against fp32 on COCO-annotated images, keeping sensitive parts back.
 
     Attempts, each quantized from the same prepared graph and calibration, stop at the first whose
     mAP@.5:.95 drop is within ``max_map_drop``:
@@ -867,8 +873,7 @@ def quantize_accuracy_aware(
     With ``max_size_ratio`` an attempt must also keep the file within that fraction of the fp32
     size: a segment whose float weights break the budget is put back to int8 and the next one is
     tried. If no attempt is within tolerance, the one with the best int8 mAP (within the size
-    budget when one is) is kept and ``met_tolerance``
-    is False (nothing is raised). The chosen model is written to ``out_path`` with its sidecar spec.
+    budget when one is) is kept and ``met_tolerance`` is False (nothing is raised). The chosen model is written to ``out_path`` with its sidecar spec.
     Give validation images apart from the calibration images: the choice is tuned on them.
     """
     from visionpipe.optimize.sensitivity import bisect_sensitivity, conv_units
@@ -892,7 +897,7 @@ def quantize_accuracy_aware(
     try:
         prepared, pre_processed, pre_error, _ = _prepare(model_path, workdir, per_channel, preprocess)
         prepared_model = _with_file(model, prepared)
-        counter = iter(range(1_000_000))
+        counter = itertools.count()
         if moving_average is None:
             averaging = [False, True] if method == "minmax" else [False]
         else:
