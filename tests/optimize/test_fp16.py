@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.optimize.tiny_graphs import (
+    HW,
+    ULTRALYTICS_META,
+    save_graph,
+    sha256,
+)
 from visionpipe.errors import UnknownOutputLayoutError
 from visionpipe.geometry import box_iou
 from visionpipe.models.loader import load_model
@@ -23,19 +28,6 @@ from visionpipe.optimize.fp16 import (
 )
 from visionpipe.optimize.quantize import OptimizationError
 from visionpipe.pipeline import Pipeline
-
-HW = 32
-NUM_CLASSES = 60  # 4 box rows + 60 classes = 64 channels, the YOLOv8 layout
-ULTRALYTICS_META = {
-    "names": str({i: f"class{i}" for i in range(NUM_CLASSES)}),
-    "task": "detect",
-    "imgsz": f"[{HW}, {HW}]",
-    "stride": "32",
-}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tiny_detector(
@@ -74,20 +66,7 @@ def tiny_detector(
         numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
         numpy_helper.from_array(np.array(out_shape, np.int64), "shape"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, HW, HW])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out_shape))],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    if metadata:
-        helper.set_model_props(model, metadata)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, nodes, inits, list(out_shape), metadata)
 
 
 def overflowing_model(path: Path) -> Path:

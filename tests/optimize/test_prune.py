@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -12,8 +11,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from tests.optimize.tiny_graphs import HW, save_graph, sha256
 from visionpipe.errors import MissingExtraError
 from visionpipe.geometry import box_iou
 from visionpipe.models.loader import load_model
@@ -27,7 +27,6 @@ from visionpipe.optimize.prune import (
 from visionpipe.optimize.quantize import OptimizationError
 from visionpipe.pipeline import Pipeline
 
-HW = 32
 NUM_CLASSES = 92  # the MatMul head gives 96 channels: 4 box + 92 classes
 ULTRALYTICS_META = {
     "names": str({i: f"class{i}" for i in range(NUM_CLASSES)}),
@@ -45,9 +44,6 @@ SHAPES = {
     "w_fc": (64, 96),
 }
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tiny_detector(path: Path) -> Path:
@@ -92,19 +88,7 @@ def tiny_detector(path: Path) -> Path:
         numpy_helper.from_array(np.array(2.0, np.float32), "two"),
         numpy_helper.from_array(np.array([1, 64, HW * HW], np.int64), "shape"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, HW, HW])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 96, HW * HW])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, ULTRALYTICS_META)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, nodes, inits, [1, 96, HW * HW], ULTRALYTICS_META)
 
 
 def initializers(path: Path) -> dict[str, np.ndarray]:

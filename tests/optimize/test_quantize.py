@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
-from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -13,8 +11,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
+from tests.optimize.tiny_graphs import (
+    HW,
+    NUM_CLASSES,
+    ULTRALYTICS_META,
+    save_graph,
+    sha256,
+)
 from visionpipe.errors import ModelLoadError, VisionpipeError
 from visionpipe.geometry import box_iou
 from visionpipe.models.loader import load_model
@@ -30,20 +35,6 @@ from visionpipe.optimize.quantize import _prepare
 from visionpipe.optimize.sensitivity import conv_units
 from visionpipe.pipeline import Pipeline
 from visionpipe.preprocess import preprocess
-
-HW = 32
-NUM_CLASSES = 60  # 4 box rows + 60 classes = 64 channels
-ULTRALYTICS_META = {
-    "names": str({i: f"class{i}" for i in range(NUM_CLASSES)}),
-    "task": "detect",
-    "imgsz": f"[{HW}, {HW}]",
-    "stride": "32",
-    "author": "visionpipe-tests",
-}
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def tiny_detector(path: Path) -> Path:
@@ -71,19 +62,7 @@ def tiny_detector(path: Path) -> Path:
         numpy_helper.from_array(b2, "b2"),
         numpy_helper.from_array(np.array([1, 64, HW * HW], np.int64), "shape"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, HW, HW])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 64, HW * HW])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, ULTRALYTICS_META)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(path, nodes, inits, [1, 64, HW * HW])
 
 
 def write_images(folder: Path, count: int, seed: int) -> list[Path]:
