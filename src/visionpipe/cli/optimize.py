@@ -47,6 +47,7 @@ def optimize(
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
 ) -> None:
     from visionpipe.models.loader import load_model
+    from visionpipe.io.formats import atomic_open
     from visionpipe.optimize.quantize import _model_path
 
     if not any((int8, int8_dynamic, fp16, prune is not None, dynamic_batch, simplify)):
@@ -109,7 +110,7 @@ def optimize(
 
     if val and rows:
         attempt("validation", lambda: _score(source, rows, val, validate))
-    with open(out / "optimize.json", "w", encoding="utf-8") as handle:
+    with atomic_open(out / "optimize.json") as handle:
         json.dump({"source": str(source_path.resolve()), "variants": rows, "failures": failures}, handle, indent=2)
     typer.echo(json.dumps(rows, indent=2))
     if failures:
