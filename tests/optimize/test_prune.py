@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from tests.optimize.tiny_graphs import HW, save_graph, sha256
+from tests.optimize.tiny_graphs import HW, conv_relu_conv, save_graph, sha256
 from visionpipe.errors import MissingExtraError
 from visionpipe.geometry import box_iou
 from visionpipe.models.loader import load_model
@@ -59,13 +59,7 @@ def tiny_detector(path: Path) -> Path:
     shared = rng.normal(0, 0.1, (64, 64, 1, 1)).astype(np.float32)
     bias = rng.normal(0, 0.1, 64).astype(np.float32)
     nodes = [
-        helper.make_node(
-            "Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]
-        ),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node(
-            "Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]
-        ),
+        *conv_relu_conv(),
         helper.make_node("Conv", ["c2", "w_1x1"], ["c3"], name="conv_1x1"),
         helper.make_node("Conv", ["c3", "w_shared"], ["c4"], name="conv_shared"),
         helper.make_node("Mul", ["w_shared", "two"], ["w_doubled"], name="mul_shared"),

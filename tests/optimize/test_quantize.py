@@ -17,6 +17,7 @@ from tests.optimize.tiny_graphs import (
     HW,
     NUM_CLASSES,
     ULTRALYTICS_META,
+    conv_relu_conv,
     save_graph,
     sha256,
 )
@@ -46,13 +47,7 @@ def tiny_detector(path: Path) -> Path:
     w2 = rng.normal(0, 0.05, (64, 64, 3, 3)).astype(np.float32)
     b2 = rng.normal(0, 0.1, 64).astype(np.float32)
     nodes = [
-        helper.make_node(
-            "Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]
-        ),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node(
-            "Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]
-        ),
+        *conv_relu_conv(),
         helper.make_node("Reshape", ["c2", "shape"], ["output0"], name="reshape"),
     ]
     inits = [

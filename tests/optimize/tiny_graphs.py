@@ -22,6 +22,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def conv_relu_conv() -> list:
+    """conv1 (images, w1, b1 -> c1, 3x3 same), relu1 (-> r1), conv2 (r1, w2, b2 -> c2, 3x3 same)."""
+    return [
+        helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+
+
 def save_graph(
     path: Path,
     nodes: list,

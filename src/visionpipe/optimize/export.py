@@ -23,12 +23,11 @@ outputs ([1600, 80], ...) have no batch axis at all.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ from visionpipe.optimize.quantize import (
     _check_out_path,
     _copy_metadata,
     _load_onnx,
+    _save_onnx,
+    _staged,
 )
 
 # the symbolic name given to a batch axis made dynamic (Ultralytics uses it too)
@@ -182,21 +183,6 @@ class TensorRtResult(_PathResult):
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
-
-
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out``; moved onto ``out`` when the block succeeds, removed if not.
-
-    Beside, not in /tmp, so the final move is an atomic rename on the same file system.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    try:
-        yield temp
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _session(path_or_bytes: Path | bytes):
@@ -602,7 +588,7 @@ def make_batch_dynamic(
             changed_outputs = _symbolic_batch(model.graph.output, fixed_batch)
             cleared = len(model.graph.value_info)
             del model.graph.value_info[:]
-            _save(model, staged)
+            _save_onnx(model, staged, f"make the batch dynamic of {source}")
             batched = set(changed_inputs)
         diff = None
         if verify:
@@ -653,12 +639,6 @@ def _symbolic_batch(values, fixed_batch: int) -> list[str]:
             dims[0].dim_param = BATCH_DIM
             changed.append(value.name)
     return changed
-
-
-def _save(model, path: Path) -> None:
-    import onnx
-
-    onnx.save(model, str(path))
 
 
 def _verify_batching(
@@ -886,7 +866,7 @@ def simplify(
     if slim is None:
         raise OptimizationError(f"onnxslim returned no model for {source}")
     with _staged(out) as staged:
-        _save(slim, staged)
+        _save_onnx(slim, staged, f"simplify {source}")
         _copy_metadata(original, staged)
         diff = _verify_same_outputs(source, staged, atol, rtol)
     return SimplifyResult(

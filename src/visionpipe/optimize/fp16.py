@@ -43,7 +43,6 @@ YOLOv8n export; YOLOX-Nano and NanoDet-m convert without them):
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,6 +64,8 @@ from visionpipe.optimize.quantize import (
     _copy_metadata,
     _load_onnx,
     _model_path,
+    _save_onnx,
+    _staged,
     write_sidecar_spec,
 )
 from visionpipe.preprocess import preprocess as preprocess_image
@@ -207,19 +208,13 @@ def convert_fp16(
     casts_added = casts - source_ops.count("Cast")
     notes += _clamped_weights_note(source)
 
-    staging = _staging_path(out)
-    try:
-        _save(converted, staging, action)
+    with _staged(out) as staging:
+        _save_onnx(converted, staging, action)
         _copy_metadata(source, staging)
         error = activation = None
         if check:
             tensor = _check_input(source, detection_model, check_image, action)
-            error, activation = _check(
-                staging, source, converted, tensor, action, notes
-            )
-        shutil.move(str(staging), str(out))
-    finally:
-        staging.unlink(missing_ok=True)
+            error, activation = _check(staging, source, converted, tensor, action, notes)
 
     spec_path = None
     if detection_model is not None:
@@ -274,21 +269,6 @@ def _source_model(
     except ModelLoadError:
         # missing, or not a file onnxruntime opens: _load_onnx says why in the caller's words
         return path, None, []
-
-
-def _staging_path(out: Path) -> Path:
-    return out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
-
-
-def _save(model, path: Path, action: str) -> None:
-    import onnx
-
-    try:
-        onnx.save(model, str(path))
-    except Exception as exc:  # protobuf's 2 GB limit, a full disk, ...
-        raise OptimizationError(
-            f"cannot {action}: writing {path} failed ({first_line(exc)})"
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,11 +54,13 @@ import numpy as np
 
 from visionpipe.errors import MissingExtraError
 from visionpipe.models.loader import DetectionModel
-from visionpipe.optimize.fp16 import _save, _source_model, _staging_path
+from visionpipe.optimize.fp16 import _source_model
 from visionpipe.optimize.quantize import (
     _check_out_path,
     _copy_metadata,
     _load_onnx,
+    _save_onnx,
+    _staged,
     write_sidecar_spec,
 )
 
@@ -220,13 +221,9 @@ def prune_magnitude(
             if layer.sparsity > NEARLY_EMPTY
         ]
 
-    staging = _staging_path(out)
-    try:
-        _save(source, staging, action)
+    with _staged(out) as staging:
+        _save_onnx(source, staging, action)
         _copy_metadata(source, staging)
-        shutil.move(str(staging), str(out))
-    finally:
-        staging.unlink(missing_ok=True)
     spec_path = None
     if detection_model is not None:
         spec_path = write_sidecar_spec(detection_model, out)

@@ -218,6 +218,29 @@ def _load_onnx(path: str | os.PathLike, action: str | None = None):
         raise OptimizationError(f"cannot {action}: not a readable ONNX model ({first_line(exc)})") from exc
 
 
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A temporary path beside ``out``; moved onto ``out`` when the block succeeds, removed if not,
+    so a failed optimization leaves nothing behind. Beside, not in /tmp, so the final move is an
+    atomic rename on the same file system; the pid keeps two runs writing one name apart."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
+    try:
+        yield temp
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _save_onnx(model, path: Path, action: str) -> None:
+    import onnx
+
+    try:
+        onnx.save(model, str(path))
+    except Exception as exc:  # protobuf's 2 GB limit, a full disk, ...
+        raise OptimizationError(f"cannot {action}: writing {path} failed ({first_line(exc)})") from exc
+
+
 def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
     out = Path(out_path)
     if out.resolve() == model_path.resolve() or (
