@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 
 from _common import ASSETS, header
-
 from visionpipe import Pipeline
 from visionpipe.evaluation import evaluate_coco
 from visionpipe.pipeline import FusionConfig
@@ -36,7 +35,12 @@ def main() -> None:
         {"model": ASSETS / "models" / "nanodet_m_320_coco.onnx", "family": "nanodet"},
     ]
     defaults = FusionConfig()
-    print(header(f"ensemble accuracy — {len(photos)} COCO {folder} photos", {"member conf": 0.01, "fusion defaults": defaults}))
+    print(
+        header(
+            f"ensemble accuracy — {len(photos)} COCO {folder} photos",
+            {"member conf": 0.01, "fusion defaults": defaults},
+        )
+    )
     print()
     print("| detections | mAP@.5:.95 | mAP@.5 |")
     print("|---|---|---|")
@@ -48,7 +52,9 @@ def main() -> None:
             print(f"| {member.name} alone | {scored.map_50_95:.4f} | {scored.map_50:.4f} |")
         configs = {
             "WBF (defaults)": defaults,
-            "WBF (ensemble-boxes defaults: IoU 0.55, no skip)": FusionConfig(iou_threshold=0.55, skip_box_threshold=0.0),
+            "WBF (ensemble-boxes defaults: IoU 0.55, no skip)": FusionConfig(
+                iou_threshold=0.55, skip_box_threshold=0.0
+            ),
             "NMS across models": dataclasses.replace(defaults, method="nms"),
             "soft-NMS (gaussian)": dataclasses.replace(defaults, method="soft-nms"),
             "NMW": dataclasses.replace(defaults, method="nmw"),

@@ -17,8 +17,8 @@ import io
 import warnings
 
 import numpy as np
-from _common import ASSETS, header, timed_rounds
 
+from _common import ASSETS, header, timed_rounds
 from visionpipe import Pipeline
 from visionpipe.postprocess.fusion import fuse_batch, nms_fusion, non_maximum_weighted, weighted_boxes_fusion
 
@@ -38,7 +38,13 @@ def real_case() -> list[tuple[list, list, list]]:
         h, w = r.image_size
         scale = np.array([w, h, w, h], np.float64)
         dets = [r.members[m.name] for m in pipe.members]
-        cases.append(([d.xyxy / scale for d in dets], [d.confidence.astype(np.float64) for d in dets], [d.class_id for d in dets]))
+        cases.append(
+            (
+                [d.xyxy / scale for d in dets],
+                [d.confidence.astype(np.float64) for d in dets],
+                [d.class_id for d in dets],
+            )
+        )
     return cases
 
 
@@ -73,9 +79,15 @@ def main() -> None:
     args = parser.parse_args()
 
     methods = {
-        "WBF": (lambda b, s, l: weighted_boxes_fusion(b, s, l, iou_thr=IOU), lambda b, s, l: ref_wbf(b, s, l, iou_thr=IOU)),
+        "WBF": (
+            lambda b, s, l: weighted_boxes_fusion(b, s, l, iou_thr=IOU),
+            lambda b, s, l: ref_wbf(b, s, l, iou_thr=IOU),
+        ),
         "NMS": (lambda b, s, l: nms_fusion(b, s, l, iou_thr=IOU), lambda b, s, l: ref_nms(b, s, l, iou_thr=IOU)),
-        "NMW": (lambda b, s, l: non_maximum_weighted(b, s, l, iou_thr=IOU), lambda b, s, l: ref_nmw(b, s, l, iou_thr=IOU)),
+        "NMW": (
+            lambda b, s, l: non_maximum_weighted(b, s, l, iou_thr=IOU),
+            lambda b, s, l: ref_nmw(b, s, l, iou_thr=IOU),
+        ),
     }
     workloads = {"real: YOLOX+NanoDet, 64 photos": real_case(), "synthetic: 5 models x 3,000 boxes": synthetic_case()}
     print(header("box fusion — visionpipe vs ensemble-boxes", {"rounds": args.rounds, "iou_thr": IOU}))
@@ -102,7 +114,9 @@ def main() -> None:
                     )
                 ref_ms, our_ms = 1000 / rates["ref"], 1000 / rates["ours"]
                 name = f"{workload} ({label})" if len(cases) > 1 else workload
-                print(f"| {name} | {method} | {'yes' if ok else 'NO'} | {ref_ms:.1f} | {our_ms:.1f} | {ref_ms / our_ms:.1f}x |")
+                print(
+                    f"| {name} | {method} | {'yes' if ok else 'NO'} | {ref_ms:.1f} | {our_ms:.1f} | {ref_ms / our_ms:.1f}x |"
+                )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ def is_variant(path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", type=Path, nargs="+", required=True, help="Folders of .onnx variants with their sidecar specs; the file without a variant suffix is the baseline.")
+    parser.add_argument(
+        "--variants",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="Folders of .onnx variants with their sidecar specs; the file without a variant suffix is the baseline.",
+    )
     parser.add_argument("--devices", default="cuda,tensorrt")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("bench-gpu"))

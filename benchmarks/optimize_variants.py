@@ -61,7 +61,9 @@ def variants(family: str, out: Path, args) -> tuple[list[Path], list[str], dict]
     )
     # the everything-8-bit model, calibrated the way the loop's first step found better
     plain = max((a for a in report.attempts if a.excluded_count == 0), key=lambda a: a.map_50_95)
-    all_8bit = quantize_static_int8(model, train[:32], out / f"{stem}_int8_all8bit.onnx", moving_average=plain.moving_average)
+    all_8bit = quantize_static_int8(
+        model, train[:32], out / f"{stem}_int8_all8bit.onnx", moving_average=plain.moving_average
+    )
     fp16 = convert_fp16(model, out / f"{stem}_fp16.onnx")
     pruned = prune_magnitude(model, out / f"{stem}_pruned30.onnx", 0.3)
     details = {
@@ -130,9 +132,17 @@ def main() -> None:
         out = args.out / "yolov8n"
         out.mkdir(parents=True, exist_ok=True)
         dynamic = quantize_dynamic_int8(source, out / "yolov8n_int8_dynamic.onnx")
-        static = quantize_static_int8(load_model(source), sorted((ASSETS / "coco/images/train2017").glob("*.jpg"))[:32], out / "yolov8n_int8.onnx")
-        timing = BenchmarkConfig(images=[str(p) for p in val[:16]], batch_sizes=(1, 8), repeats=args.repeats, rounds=args.rounds)
-        report = benchmark_models([source, dynamic, static.path], timing, names=["yolov8n fp32", "yolov8n int8 dynamic", "yolov8n int8 static"])
+        static = quantize_static_int8(
+            load_model(source), sorted((ASSETS / "coco/images/train2017").glob("*.jpg"))[:32], out / "yolov8n_int8.onnx"
+        )
+        timing = BenchmarkConfig(
+            images=[str(p) for p in val[:16]], batch_sizes=(1, 8), repeats=args.repeats, rounds=args.rounds
+        )
+        report = benchmark_models(
+            [source, dynamic, static.path],
+            timing,
+            names=["yolov8n fp32", "yolov8n int8 dynamic", "yolov8n int8 static"],
+        )
         report.write(out)
         print(f"\n## yolov8n_random_dynamic (random weights: speed only)\n\n{report.to_markdown()}\n")
 

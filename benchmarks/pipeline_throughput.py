@@ -17,8 +17,8 @@ import argparse
 import cv2
 import numpy as np
 import onnxruntime as ort
-from _common import ASSETS, header, timed_rounds
 
+from _common import ASSETS, header, timed_rounds
 from visionpipe import Pipeline
 from visionpipe.preprocess import preprocess
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import cv2
-from _common import ASSETS, header, timed_rounds
 
+from _common import ASSETS, header, timed_rounds
 from visionpipe import Pipeline
 from visionpipe.video.processor import VideoProcessor
 from visionpipe.video.sources import CaptureSource
@@ -59,7 +59,12 @@ def main() -> None:
         assert stats.processed == len(frames) and stats.dropped_total == 0, stats
         return stats.processed
 
-    print(header(f"video throughput — YOLOX-Nano 416 on the first {len(frames)} frames of {CLIP.name}", {"rounds": args.rounds}))
+    print(
+        header(
+            f"video throughput — YOLOX-Nano 416 on the first {len(frames)} frames of {CLIP.name}",
+            {"rounds": args.rounds},
+        )
+    )
     rates = timed_rounds({"a": images, "b": video}, args.rounds)
     print()
     print("| path | frames/s |")

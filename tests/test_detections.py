@@ -273,8 +273,14 @@ def test_concatenate_different_names_raises():
 
 def test_concatenate_different_data_keys_raises():
     a = make(2)
-    b = Detections(xyxy=a.xyxy, confidence=a.confidence, class_id=a.class_id, tracker_id=a.tracker_id,
-                   data={"member": a.data["member"]}, class_names=NAMES)
+    b = Detections(
+        xyxy=a.xyxy,
+        confidence=a.confidence,
+        class_id=a.class_id,
+        tracker_id=a.tracker_id,
+        data={"member": a.data["member"]},
+        class_names=NAMES,
+    )
     with pytest.raises(DetectionsError):
         Detections.concatenate([a, b])
 

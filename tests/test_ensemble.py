@@ -87,7 +87,9 @@ def graphs(tmp_path_factory) -> dict[str, Path]:
         "a": yolov8_graph(folder / "a.onnx", A_PLANTED, A_CLASSES, (64, 64), (0.5, 0.25)),
         "b": end2end_graph(folder / "b.onnx", B_PLANTED, B_CLASSES, (32, 32), (0.25, 0.125)),
         # shares no class name with a
-        "c": yolov8_graph(folder / "c.onnx", [((8.0, 16.0, 40.0, 80.0), "fish", 0.8)], ["fish", "bird"], (64, 64), (0.5, 0.25)),
+        "c": yolov8_graph(
+            folder / "c.onnx", [((8.0, 16.0, 40.0, 80.0), "fish", 0.8)], ["fish", "bird"], (64, 64), (0.5, 0.25)
+        ),
     }
 
 
@@ -128,7 +130,9 @@ def find(dets: Detections, name: str, near: tuple[float, ...], tol: float = 1.0)
     return np.flatnonzero((dets.class_id == cls) & close).tolist()
 
 
-def assert_one(dets: Detections, name: str, box, score: float, models: int | None = None, members: int | None = None) -> None:
+def assert_one(
+    dets: Detections, name: str, box, score: float, models: int | None = None, members: int | None = None
+) -> None:
     hits = find(dets, name, box, tol=BOX_TOL)
     assert len(hits) == 1, f"expected one {name} at {box} with score {score}, got:\n{rows(dets)}"
     i = hits[0]
@@ -186,7 +190,9 @@ def test_wbf_fuses_a_shared_class_by_name_and_passes_single_member_classes_throu
     # dog: a's and b's boxes overlap (IoU 0.77 > 0.7): one box, the score-weighted mean, whose
     # score is the mean of the two (conf_type avg: sum / 2 boxes * min(2 models, 2 boxes) / 2 weights)
     (a_box, _, a_score), (b_box, _, b_score) = A_DOG, B_DOG
-    assert_one(fused, "dog", wbf_box([(a_box, a_score), (b_box, b_score)]), (a_score + b_score) / 2, models=2, members=2)
+    assert_one(
+        fused, "dog", wbf_box([(a_box, a_score), (b_box, b_score)]), (a_score + b_score) / 2, models=2, members=2
+    )
     # a dog only a saw: alone in its cluster, its score is scaled by min(2 models, 1 box) / 2 weights
     assert_one(fused, "dog", A_LONE_DOG[0], A_LONE_DOG[2] * 1 / 2, models=1, members=1)
     # cat (only a knows it) and bird (only b knows it) pass through with unchanged scores
@@ -227,7 +233,9 @@ def test_fusion_iou_decides_whether_boxes_fuse(spec_a, spec_b):
     assert_one(apart, "dog", A_DOG[0], A_DOG[2] / 2, models=1)
     assert_one(apart, "dog", B_DOG[0], B_DOG[2] / 2, models=1)
     together = run_one([spec_a, spec_b], fusion=FusionConfig(iou_threshold=0.75)).detections
-    assert_one(together, "dog", wbf_box([(A_DOG[0], A_DOG[2]), (B_DOG[0], B_DOG[2])]), (A_DOG[2] + B_DOG[2]) / 2, models=2)
+    assert_one(
+        together, "dog", wbf_box([(A_DOG[0], A_DOG[2]), (B_DOG[0], B_DOG[2])]), (A_DOG[2] + B_DOG[2]) / 2, models=2
+    )
 
 
 def test_letterboxed_members_fuse_in_original_pixels(tmp_path):
@@ -248,7 +256,10 @@ def test_letterboxed_members_fuse_in_original_pixels(tmp_path):
 
     a = planted_graph(tmp_path / "la.onnx", one, 0.5, 16, (64, 64))
     b = planted_graph(tmp_path / "lb.onnx", two, 0.25, 8, (32, 32))
-    members = [{"model": a, "family": "yolov8", "classes": ["dog"]}, {"model": b, "family": "yolov8", "classes": ["dog"]}]
+    members = [
+        {"model": a, "family": "yolov8", "classes": ["dog"]},
+        {"model": b, "family": "yolov8", "classes": ["dog"]},
+    ]
     with Pipeline(members) as pipe:
         result = pipe.run([np.zeros((64, 128, 3), np.uint8)])[0]
     assert result.ok, result.error
@@ -400,7 +411,12 @@ def test_fusion_error_is_a_value_error():
 
 
 def test_members_sharing_no_class_name_are_rejected(spec_a, graphs):
-    spec_c = {"model": graphs["c"], "family": "yolov8", "classes": ["fish", "bird"], "preprocess": {"resize": "stretch"}}
+    spec_c = {
+        "model": graphs["c"],
+        "family": "yolov8",
+        "classes": ["fish", "bird"],
+        "preprocess": {"resize": "stretch"},
+    }
     with pytest.raises(FusionError, match="share no class"):
         Pipeline([spec_a, spec_c])
 
@@ -483,7 +499,11 @@ def test_real_ensemble_gives_fused_and_member_detections_for_every_photo(real_ru
         assert (fused.data["members"] >= fused.data["models"]).all()
         assert (fused.confidence > 0).all() and (fused.confidence <= 1 + 1e-6).all()
         h, w = result.image_size
-        assert (fused.xyxy >= -1e-3).all() and (fused.xyxy[:, [0, 2]] <= w + 1e-3).all() and (fused.xyxy[:, [1, 3]] <= h + 1e-3).all()
+        assert (
+            (fused.xyxy >= -1e-3).all()
+            and (fused.xyxy[:, [0, 2]] <= w + 1e-3).all()
+            and (fused.xyxy[:, [1, 3]] <= h + 1e-3).all()
+        )
         fused_twice += int((fused.data["models"] == 2).sum())
     assert fused_twice > 0, "two good detectors never agreed on a box in 8 photos"
 

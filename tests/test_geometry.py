@@ -95,8 +95,12 @@ def test_random_round_trips(raw):
     # xywh -> xyxy -> cxcywh agrees with the direct centre computation.
     xywh = xyxy_to_xywh(xyxy)
     expected_c = np.stack(
-        [xyxy[:, 0] + (xyxy[:, 2] - xyxy[:, 0]) / 2, xyxy[:, 1] + (xyxy[:, 3] - xyxy[:, 1]) / 2,
-         xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]],
+        [
+            xyxy[:, 0] + (xyxy[:, 2] - xyxy[:, 0]) / 2,
+            xyxy[:, 1] + (xyxy[:, 3] - xyxy[:, 1]) / 2,
+            xyxy[:, 2] - xyxy[:, 0],
+            xyxy[:, 3] - xyxy[:, 1],
+        ],
         axis=1,
     )
     np.testing.assert_allclose(xyxy_to_cxcywh(xywh_to_xyxy(xywh)), expected_c, **tol)
@@ -181,9 +185,7 @@ def test_box_iou_float32_stays_float32():
 
 
 def test_clip_boxes_hand_computed():
-    boxes = np.array(
-        [[-5.0, -3.0, 15.0, 25.0], [2.0, 3.0, 4.0, 5.0], [12.0, 22.0, 30.0, 40.0], [-9.0, 1.0, -1.0, 2.0]]
-    )
+    boxes = np.array([[-5.0, -3.0, 15.0, 25.0], [2.0, 3.0, 4.0, 5.0], [12.0, 22.0, 30.0, 40.0], [-9.0, 1.0, -1.0, 2.0]])
     original = boxes.copy()
     out = clip_boxes(boxes, 10, 20)
     expected = np.array([[0, 0, 10, 20], [2, 3, 4, 5], [10, 20, 10, 20], [0, 1, 0, 2]], np.float64)

@@ -14,7 +14,14 @@ import visionpipe
 from tests.models.onnx_graphs import constant_model
 from visionpipe import ImageDecodeError, Pipeline, Result
 
-PHOTOS = ["000000000139.jpg", "000000000285.jpg", "000000000632.jpg", "000000000724.jpg", "000000000776.jpg", "000000000785.jpg"]
+PHOTOS = [
+    "000000000139.jpg",
+    "000000000285.jpg",
+    "000000000632.jpg",
+    "000000000724.jpg",
+    "000000000776.jpg",
+    "000000000785.jpg",
+]
 
 
 @pytest.fixture(scope="module")

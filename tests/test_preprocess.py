@@ -45,7 +45,9 @@ def geometry_cases():
     for name, shape in SHAPES.items():
         for in_size in INPUT_SIZES:
             for resize, anchor in MODES:
-                yield pytest.param(shape, in_size, resize, anchor, id=f"{name}-{in_size[0]}x{in_size[1]}-{resize}-{anchor}")
+                yield pytest.param(
+                    shape, in_size, resize, anchor, id=f"{name}-{in_size[0]}x{in_size[1]}-{resize}-{anchor}"
+                )
 
 
 def expected_content_size(shape, input_size, resize):
@@ -75,8 +77,14 @@ def make_image(shape):
 def raw_config(resize, anchor, **kw):
     """No normalisation, BGR, nearest: tensor values are the canvas pixels."""
     base = dict(
-        resize=resize, anchor=anchor, pad_value=PAD, interpolation="nearest", channel_order="bgr",
-        scale=1.0, mean=(0, 0, 0), std=(1, 1, 1),
+        resize=resize,
+        anchor=anchor,
+        pad_value=PAD,
+        interpolation="nearest",
+        channel_order="bgr",
+        scale=1.0,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
     )
     base.update(kw)
     return PreprocessConfig(**base)
@@ -246,12 +254,18 @@ def _constant(h=4, w=6):
         ("rgb", 1 / 255, (0, 0, 0), (1, 1, 1), (30 / 255, 20 / 255, 10 / 255)),
         # mean/std are in the model's channel order (here R, G, B)
         (
-            "rgb", 1 / 255, (0.1, 0.2, 0.3), (0.5, 0.25, 0.125),
+            "rgb",
+            1 / 255,
+            (0.1, 0.2, 0.3),
+            (0.5, 0.25, 0.125),
             ((30 / 255 - 0.1) / 0.5, (20 / 255 - 0.2) / 0.25, (10 / 255 - 0.3) / 0.125),
         ),
         # same mean/std but the model takes B, G, R
         (
-            "bgr", 1 / 255, (0.1, 0.2, 0.3), (0.5, 0.25, 0.125),
+            "bgr",
+            1 / 255,
+            (0.1, 0.2, 0.3),
+            (0.5, 0.25, 0.125),
             ((10 / 255 - 0.1) / 0.5, (20 / 255 - 0.2) / 0.25, (30 / 255 - 0.3) / 0.125),
         ),
         # ImageNet-style on 0..255 pixels: mean only, then std only
@@ -270,8 +284,15 @@ def test_channel_order_and_normalisation(order, scale, mean, std, expected, resi
 
 
 def test_normalisation_after_resize_of_constant_image():
-    config = PreprocessConfig(resize="letterbox", anchor="top_left", pad_value=114, channel_order="rgb",
-                              scale=1 / 255, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 0.125))
+    config = PreprocessConfig(
+        resize="letterbox",
+        anchor="top_left",
+        pad_value=114,
+        channel_order="rgb",
+        scale=1 / 255,
+        mean=(0.1, 0.2, 0.3),
+        std=(0.5, 0.25, 0.125),
+    )
     tensor, _ = preprocess(_constant(4, 6), (12, 12), config)  # ratio 2: 8 x 12 content, 4 pad rows
     expected_img = ((30 / 255 - 0.1) / 0.5, (20 / 255 - 0.2) / 0.25, (10 / 255 - 0.3) / 0.125)
     expected_pad = ((114 / 255 - 0.1) / 0.5, (114 / 255 - 0.2) / 0.25, (114 / 255 - 0.3) / 0.125)
@@ -308,7 +329,8 @@ def test_every_interpolation_runs(interpolation):
 
 
 @pytest.mark.parametrize(
-    "shape", [(10, 10), (0, 10, 3), (10, 0, 3), (0, 0, 3), (10, 10, 4), (10, 10, 1), (10,)],
+    "shape",
+    [(10, 10), (0, 10, 3), (10, 0, 3), (0, 0, 3), (10, 10, 4), (10, 10, 1), (10,)],
     ids=["2d", "zero-height", "zero-width", "zero-both", "4-channels", "1-channel", "1d"],
 )
 def test_bad_images_raise_input_shape_error(shape):

@@ -175,7 +175,12 @@ class Detections:
             except (KeyError, IndexError) as exc:
                 raise DetectionsError(f"no category id for class {exc}") from None
         return [
-            {"image_id": image_id, "category_id": cat, "bbox": [round(float(v), 3) for v in box], "score": round(float(s), 5)}
+            {
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": [round(float(v), 3) for v in box],
+                "score": round(float(s), 5),
+            }
             for cat, box, s in zip(categories, xywh, self.confidence.tolist())
         ]
 

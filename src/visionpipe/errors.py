@@ -38,9 +38,7 @@ class MissingExtraError(VisionpipeError, ImportError):
     """An optional dependency is needed for this feature; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs the optional package '{package}': pip install 'visionpipe[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the optional package '{package}': pip install 'visionpipe[{extra}]'")
         self.package = package
         self.extra = extra
 
@@ -58,9 +56,7 @@ class UnknownOutputLayoutError(VisionpipeError):
 
     def __init__(self, message: str, output_shapes: list[tuple], families: list[str]) -> None:
         shapes = ", ".join(str(tuple(s)) for s in output_shapes)
-        super().__init__(
-            f"{message}; output shapes found: [{shapes}]; known families: {', '.join(families)}"
-        )
+        super().__init__(f"{message}; output shapes found: [{shapes}]; known families: {', '.join(families)}")
         self.output_shapes = output_shapes
         self.families = families
 

@@ -174,7 +174,9 @@ class Pipeline:
         if not sources:
             raise ValueError("a pipeline needs at least one model")
         models = [
-            m if isinstance(m, DetectionModel) else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads)
+            m
+            if isinstance(m, DetectionModel)
+            else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads)
             for m in sources
         ]
         self.class_names = _union_names(models)
@@ -197,7 +199,11 @@ class Pipeline:
                 params=replace(
                     m.params,
                     **overrides,
-                    **({} if classes is None else {"classes": _member_class_filter(classes, m.class_names, self.class_names)}),
+                    **(
+                        {}
+                        if classes is None
+                        else {"classes": _member_class_filter(classes, m.class_names, self.class_names)}
+                    ),
                 ),
                 to_ensemble=np.array([self.class_names.index(n) for n in m.class_names], dtype=np.int64),
             )
@@ -212,7 +218,9 @@ class Pipeline:
             config = replace(config, iou_threshold=fusion_iou)
         if config.weights is not None and len(config.weights) != len(models):
             raise FusionError(f"{len(config.weights)} weights given for {len(models)} models")
-        if config.weights is not None and (any(w < 0 or not np.isfinite(w) for w in config.weights) or not any(config.weights)):
+        if config.weights is not None and (
+            any(w < 0 or not np.isfinite(w) for w in config.weights) or not any(config.weights)
+        ):
             raise FusionError(f"weights must be non-negative with at least one positive, got {list(config.weights)}")
         self.fusion = config
         if batch_size < 1:
@@ -446,7 +454,9 @@ class Pipeline:
         class only one member knows passes through with its scores unchanged.
         """
         present = [k for k, m in enumerate(self.members) if m.name in member_detections]
-        mapped = {k: _to_ensemble(member_detections[self.members[k].name], self.members[k], self.class_names) for k in present}
+        mapped = {
+            k: _to_ensemble(member_detections[self.members[k].name], self.members[k], self.class_names) for k in present
+        }
         knows = np.zeros((len(self.class_names), len(self.members)), dtype=bool)
         for k, member in enumerate(self.members):
             knows[member.to_ensemble, k] = True
@@ -506,7 +516,9 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _member_class_filter(classes: list[int | str], member_names: tuple[str, ...], names: tuple[str, ...]) -> tuple[int, ...]:
+def _member_class_filter(
+    classes: list[int | str], member_names: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[int, ...]:
     """A member's class filter from names or ids of the pipeline's class list (the union, for an
     ensemble); classes the member does not know are left out, so it may detect nothing."""
     wanted = {names[i] for i in class_ids_for(classes, names)}

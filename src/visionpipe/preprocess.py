@@ -140,7 +140,11 @@ def resize_to_input(
         step = config.size_divisor
         new_w = max(step, min(in_w // step * step, round(width * ratio / step) * step))
         new_h = max(step, min(in_h // step * step, round(height * ratio / step) * step))
-        resized = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+        resized = (
+            image
+            if (new_w, new_h) == (width, height)
+            else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+        )
         return resized, BoxTransform(new_w / width, new_h / height, 0.0, 0.0, width, height)
 
     # (w, h) * min(in_w / w, in_h / h), truncated as the reference demos do, but in integers:
@@ -153,7 +157,9 @@ def resize_to_input(
         left, top = 0, 0
     else:
         left, top = (in_w - new_w) // 2, (in_h - new_h) // 2
-    resized = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized = (
+        image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    )
     canvas = cv2.copyMakeBorder(
         resized,
         top,

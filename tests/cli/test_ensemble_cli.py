@@ -160,7 +160,9 @@ def test_eval_rejects_three_weights_for_two_models(cli, asset, yolox_spec, nanod
 
 @pytest.mark.parametrize("command", ["detect", "eval"])
 @pytest.mark.parametrize(("option", "value", "also_names"), [("--weights", "a,b", None), ("--fusion", "bogus", "wbf")])
-def test_bad_fusion_options_are_usage_errors(cli, asset, yolox_spec, nanodet_spec, tmp_path, command, option, value, also_names):
+def test_bad_fusion_options_are_usage_errors(
+    cli, asset, yolox_spec, nanodet_spec, tmp_path, command, option, value, also_names
+):
     args = ["-m", yolox_spec, "-m", nanodet_spec, option, value]
     if command == "detect":
         args = [min(asset(IMAGES).glob("*.jpg")), *args, "--out", tmp_path / "out"]

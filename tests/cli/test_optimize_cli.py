@@ -149,7 +149,9 @@ def test_int8_model_loads_without_family_and_detects(int8_out, asset, validation
     out = tmp_path / "detect"
     proc = cli("detect", images, "--model", model_path, "--format", "jsonl", "--out", out)
     assert proc.returncode == 0, describe(proc)
-    records = [json.loads(line) for line in (out / "detections.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in (out / "detections.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     assert len(records) == VAL_COUNT, records
     assert not any(r.get("error") for r in records), records
     detections = [d for r in records for d in r["detections"]]
@@ -349,7 +351,9 @@ def test_no_variant_flag_is_a_usage_error(cli, asset, tmp_path):
 def test_validate_without_images_is_a_usage_error(cli, asset, calibration, validation, tmp_path):
     _, annotations = validation
     out = tmp_path / "optimized"
-    proc = cli("optimize", asset(YOLOX), "--int8", "--calibration", calibration, "--validate", annotations, "--out", out)
+    proc = cli(
+        "optimize", asset(YOLOX), "--int8", "--calibration", calibration, "--validate", annotations, "--out", out
+    )
     assert proc.returncode == 1, describe(proc)
     assert "Traceback" not in proc.stderr + proc.stdout
     assert re.search(r"--images", proc.stderr), describe(proc)
@@ -401,7 +405,9 @@ def benchmark_run(cli, asset, int8_out, validation, tmp_path_factory):
     images, annotations = validation
     out = tmp_path_factory.mktemp("bench") / "bench"
     int8 = int8_out / f"{STEM}_int8.onnx"
-    proc = cli("benchmark", asset(YOLOX), int8, "--images", images, "--annotations", annotations, *BENCH_ARGS, "--out", out)
+    proc = cli(
+        "benchmark", asset(YOLOX), int8, "--images", images, "--annotations", annotations, *BENCH_ARGS, "--out", out
+    )
     return proc, out
 
 
@@ -437,7 +443,9 @@ def test_benchmark_broken_model_exits_2_and_keeps_the_other_row(cli, asset, vali
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(asset(YOLOX).read_bytes()[:1_000_000])  # truncated: not a parsable model
     out = tmp_path / "bench"
-    proc = cli("benchmark", broken, asset(YOLOX), "--images", images, "--annotations", annotations, *BENCH_ARGS, "--out", out)
+    proc = cli(
+        "benchmark", broken, asset(YOLOX), "--images", images, "--annotations", annotations, *BENCH_ARGS, "--out", out
+    )
     assert proc.returncode == 2, describe(proc)
     assert "Traceback" not in proc.stderr
     assert len(_table_rows(proc.stdout)) == 2, proc.stdout

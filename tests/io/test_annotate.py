@@ -210,7 +210,7 @@ def test_polygons_are_drawn_instead_of_boxes():
         best = np.abs(pixel - colour).max(axis=1).min()
         assert best <= 0.2 * np.abs(colour - BACKGROUND).max() + 2, (x, y, pixel)
     # the axis-aligned rectangle is not drawn: its lower corners and right/bottom edges stay background
-    assert (out[550:600 + 3, 560:600 + 3] == BACKGROUND).all()
+    assert (out[550 : 600 + 3, 560 : 600 + 3] == BACKGROUND).all()
     assert (out[595:605, 250:350] == BACKGROUND).all()
     assert (out[250:350, 595:605] == BACKGROUND).all()
 

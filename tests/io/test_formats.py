@@ -52,7 +52,12 @@ def failed(index, source, error) -> Result:
 def results():
     """Two images with boxes, one with none, two failures (one whose error has no message)."""
     return [
-        ok(0, "/data/a.jpg", (480, 640), dets([[10.25, 20.5, 110.75, 220.125], [0, 0, 640, 480]], [0.91234567, 0.3], [2, 0])),
+        ok(
+            0,
+            "/data/a.jpg",
+            (480, 640),
+            dets([[10.25, 20.5, 110.75, 220.125], [0, 0, 640, 480]], [0.91234567, 0.3], [2, 0]),
+        ),
         failed(1, "/data/missing.jpg", ImageDecodeError("/data/missing.jpg", "file not found")),
         ok(2, "/data/sub/b, with comma.png", (100, 200), dets([[5.5, 6.5, 50.0, 60.0]], [0.5], [1])),
         ok(3, "/data/empty.jpg", (300, 300), dets([], [], [])),
@@ -144,7 +149,13 @@ def test_csv_rows_and_columns(tmp_path, results):
         rows = list(csv.DictReader(handle))
     # 2 boxes + 1 failure + 1 box + 0 + 1 failure
     assert len(rows) == 5
-    assert [row["path"] for row in rows] == ["/data/a.jpg", "/data/a.jpg", "/data/missing.jpg", "/data/sub/b, with comma.png", "/data/weird.jpg"]
+    assert [row["path"] for row in rows] == [
+        "/data/a.jpg",
+        "/data/a.jpg",
+        "/data/missing.jpg",
+        "/data/sub/b, with comma.png",
+        "/data/weird.jpg",
+    ]
     assert rows[0]["class_name"] == "bird" and rows[0]["class_id"] == "2" and rows[0]["error"] == ""
     assert rows[0]["image_id"] == "a.jpg"
     assert rows[2]["x1"] == "" and "file not found" in rows[2]["error"]
@@ -238,7 +249,12 @@ def test_coco_writer_with_annotations_maps_by_name_and_file_name(tmp_path):
     }
     assert category_ids_for(NAMES, annotations)[:2] == [17, 18]
     images = [
-        ok(0, "/somewhere/a.jpg", (480, 640), dets([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], [0.9, 0.8, 0.7], [0, 1, 2])),
+        ok(
+            0,
+            "/somewhere/a.jpg",
+            (480, 640),
+            dets([[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], [0.9, 0.8, 0.7], [0, 1, 2]),
+        ),
         ok(1, "/elsewhere/b.png", (100, 200), dets([[0, 0, 10, 10]], [0.6], [1])),
         ok(2, "/elsewhere/not_annotated.jpg", (100, 200), dets([[0, 0, 10, 10]], [0.6], [0])),
         failed(3, "/somewhere/a2.jpg", ImageDecodeError("/somewhere/a2.jpg", "empty file")),

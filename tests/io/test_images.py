@@ -140,7 +140,9 @@ def test_palette_png_with_transparency_keeps_palette_colours():
 
 def test_16bit_rgb_png_is_scaled_not_truncated():
     # samples per pixel (R, G, B); 8-bit value = round(v * 255 / 65535) = v / 257 for multiples of 257
-    pixels = np.array([[[65535, 0, 32896], [0, 65535, 257 * 10]], [[1000, 65280, 257 * 200], [128, 255, 256]]], np.uint16)
+    pixels = np.array(
+        [[[65535, 0, 32896], [0, 65535, 257 * 10]], [[1000, 65280, 257 * 200], [128, 255, 256]]], np.uint16
+    )
     expected_rgb = np.array([[[255, 0, 128], [0, 255, 10]], [[4, 254, 200], [0, 1, 1]]], np.uint8)
     out = decode_image(make_png(2, 2, 16, 2, pixels.astype(">u2").tobytes()))
     assert_bgr8(out, 2, 2)

@@ -108,7 +108,9 @@ def test_polygon_has_four_points_at_the_box_corners():
     got = sorted(map(tuple, poly[0].tolist()))
     np.testing.assert_allclose(got, want, atol=2e-3)
     # the box is the polygon's extent
-    np.testing.assert_allclose(cands.xyxy[0], [poly[0, :, 0].min(), poly[0, :, 1].min(), poly[0, :, 0].max(), poly[0, :, 1].max()])
+    np.testing.assert_allclose(
+        cands.xyxy[0], [poly[0, :, 0].min(), poly[0, :, 1].min(), poly[0, :, 0].max(), poly[0, :, 1].max()]
+    )
 
 
 def test_dilation_grows_the_region_by_one_pixel_in_each_dimension():
@@ -156,7 +158,9 @@ def test_batch_of_maps_gives_one_candidate_set_per_image():
     dec = DbnetDecoder([TensorInfo("p", (2, 1, H, W), F32)], (H, W), dilate=False)
     first, second = dec.decode([maps], DecodeParams())
     np.testing.assert_allclose(first.xyxy, [expected_box(10, 10, 50, 30)], atol=2e-3)
-    np.testing.assert_allclose(sorted_boxes(second), [expected_box(10, 60, 50, 100), expected_box(100, 60, 150, 90)], atol=2e-3)
+    np.testing.assert_allclose(
+        sorted_boxes(second), [expected_box(10, 60, 50, 100), expected_box(100, 60, 150, 90)], atol=2e-3
+    )
 
 
 # -- rotated region ---------------------------------------------------------------------------------

@@ -70,9 +70,7 @@ def logit(p: float) -> float:
 def assert_detections(dets, expected, atol=1e-3):
     """``expected``: (box in original pixels, class id, score) triples, in any order."""
     assert dets is not None
-    got = sorted(
-        zip(dets.xyxy.tolist(), dets.class_id.tolist(), dets.confidence.tolist()), key=lambda e: (-e[2], e[1])
-    )
+    got = sorted(zip(dets.xyxy.tolist(), dets.class_id.tolist(), dets.confidence.tolist()), key=lambda e: (-e[2], e[1]))
     want = sorted(expected, key=lambda e: (-e[2], e[1]))
     assert len(got) == len(want), f"got {len(got)} detections {got}, expected {len(want)} {want}"
     for (gbox, gcls, gscore), (wbox, wcls, wscore) in zip(got, want):
@@ -136,7 +134,11 @@ def test_planted_boxes_are_near_duplicates_as_intended():
 @pytest.mark.parametrize("mode", ["center", "top_left", "stretch"])
 def test_yolov8_boxes_come_back_in_original_pixels(tmp_path, mode):
     path = yolov8_graph(tmp_path, mode=mode)
-    preprocess = {} if mode == "center" else {"preprocess": {"resize": "stretch"} if mode == "stretch" else {"anchor": "top_left"}}
+    preprocess = (
+        {}
+        if mode == "center"
+        else {"preprocess": {"resize": "stretch"} if mode == "stretch" else {"anchor": "top_left"}}
+    )
     dets = detect(spec(path, "yolov8", **preprocess))
     # default conf 0.25, best class per box, NMS at 0.7 removes D
     assert_detections(
@@ -159,7 +161,9 @@ def test_yolov8_family_and_class_count_guessed_from_layout(tmp_path):
 
 def test_yolov8_score_threshold(tmp_path):
     path = yolov8_graph(tmp_path)
-    assert_detections(detect(spec(path, "yolov8"), conf=0.5), [(V8_A[0], 0, 0.9), (V8_B[0], 1, 0.8), (V8_E[0], 1, 0.55)])
+    assert_detections(
+        detect(spec(path, "yolov8"), conf=0.5), [(V8_A[0], 0, 0.9), (V8_B[0], 1, 0.8), (V8_E[0], 1, 0.55)]
+    )
     assert_detections(detect(spec(path, "yolov8"), conf=0.85), [(V8_A[0], 0, 0.9)])
     assert len(detect(spec(path, "yolov8"), conf=0.95)) == 0
 
@@ -183,7 +187,9 @@ def test_yolov8_multi_label_on_and_off(tmp_path):
     off = detect(spec(path, "yolov8"), multi_label=False)
     assert_detections(off, [(V8_A[0], 0, 0.9), (V8_B[0], 1, 0.8), (V8_E[0], 1, 0.55), (V8_C[0], 2, 0.3)])
     # multi-label with a class filter keeps B's second class
-    assert_detections(detect(spec(path, "yolov8"), multi_label=True, classes=[2]), [(V8_B[0], 2, 0.7), (V8_C[0], 2, 0.3)])
+    assert_detections(
+        detect(spec(path, "yolov8"), multi_label=True, classes=[2]), [(V8_B[0], 2, 0.7), (V8_C[0], 2, 0.3)]
+    )
 
 
 def test_yolov8_nms_iou_threshold_and_agnostic(tmp_path):
@@ -304,9 +310,7 @@ def test_yolov5_decoded_real_batch(tmp_path, monkeypatch):
         results = pipe.run([IMAGE, IMAGE.copy(), IMAGE], batch_size=3)
     assert sizes == [3]
     for result in results:
-        assert_detections(
-            result.detections, [(V5_A[0], 0, 0.9), (V5_B[0], 1, f32(0.9) * f32(0.9)), (V5_C[0], 2, 0.4)]
-        )
+        assert_detections(result.detections, [(V5_A[0], 0, 0.9), (V5_B[0], 1, f32(0.9) * f32(0.9)), (V5_C[0], 2, 0.4)])
 
 
 # -- YOLOv5 raw head with anchors: logits, rows ordered level, anchor, row, column --------------------
@@ -332,7 +336,9 @@ def encode_raw(box_input_px, level, anchor):
     # wh = (2 sig)^2 * anchor  ->  sig = sqrt(wh / anchor) / 2
     sw, sh = math.sqrt(w / aw) / 2, math.sqrt(h / ah) / 2
     sigmoids = [sx, sy, sw, sh]
-    assert all(0.02 < v < 0.98 for v in sigmoids), f"box {box_input_px} cannot be encoded at level {level} anchor {anchor}"
+    assert all(0.02 < v < 0.98 for v in sigmoids), (
+        f"box {box_input_px} cannot be encoded at level {level} anchor {anchor}"
+    )
     offset = sum(
         len(ANCHORS[l]) // 2 * math.ceil(RAW_H / STRIDES[l]) * math.ceil(RAW_W / STRIDES[l]) for l in range(level)
     )
@@ -409,7 +415,9 @@ def test_yolov5_raw_threshold_classes_and_multi_label(tmp_path):
 def test_yolov5_raw_head_with_sigmoid_already_applied(tmp_path):
     probabilities = 1.0 / (1.0 + np.exp(-raw_values(RAW_PLAN).astype(np.float64)))
     path = constant_model(tmp_path / "raw.onnx", probabilities.astype(np.float32), input_hw=(RAW_H, RAW_W))
-    model = visionpipe.load_model(spec(path, "yolov5", decoder={"anchors": ANCHORS, "strides": STRIDES, "logits": False}))
+    model = visionpipe.load_model(
+        spec(path, "yolov5", decoder={"anchors": ANCHORS, "strides": STRIDES, "logits": False})
+    )
     assert_detections(detect(model), raw_expected(RAW_PLAN), atol=1e-3)
 
 

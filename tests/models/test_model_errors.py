@@ -147,9 +147,7 @@ def test_errors_share_the_base_class(tmp_path):
 # -- devices -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    "CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here"
-)
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is available here")
 def test_cuda_without_cuda_provider(tmp_path):
     path = yolov8_graph(tmp_path / "v8.onnx")
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):

@@ -101,9 +101,7 @@ def test_fixed_batch_model_splits_batches_transparently(monkeypatch, yolox, phot
 def test_backend_run_splits_and_pads_for_fixed_batch(monkeypatch, yolox, photos):
     from visionpipe.preprocess import preprocess
 
-    tensors = np.stack(
-        [preprocess(cv2.imread(str(p)), yolox.input_hw, yolox.preprocess)[0] for p in photos[:3]]
-    )
+    tensors = np.stack([preprocess(cv2.imread(str(p)), yolox.input_hw, yolox.preprocess)[0] for p in photos[:3]])
     shapes = record_batches(monkeypatch, yolox)
     together = yolox.backend.run(tensors)
     assert shapes == [(1, 3, 416, 416)] * 3

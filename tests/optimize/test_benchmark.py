@@ -107,7 +107,9 @@ def write_dataset(folder: Path, count: int, seed: int = 1) -> tuple[list[Path], 
             )
     categories = [{"id": c + 1, "name": f"class{c}"} for c in range(NUM_CLASSES)]
     gt = folder / "gt.json"
-    gt.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}), encoding="utf-8")
+    gt.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories}), encoding="utf-8"
+    )
     return paths, gt
 
 
@@ -256,7 +258,9 @@ def test_hanging_worker_hits_the_timeout_and_the_next_variant_still_runs(tiny, t
 def run_worker_here(tmp_path: Path, source, config: BenchmarkConfig, name: str = "m") -> tuple[int, dict]:
     job = tmp_path / "job.json"
     out = tmp_path / "result.json"
-    job.write_text(json.dumps({"name": name, "label": str(source), "source": {"path": str(source)}, "config": config.to_dict()}))
+    job.write_text(
+        json.dumps({"name": name, "label": str(source), "source": {"path": str(source)}, "config": config.to_dict()})
+    )
     code = worker.main([str(job), str(out)])
     return code, json.loads(out.read_text(encoding="utf-8"))
 
@@ -320,8 +324,16 @@ def test_config_validation():
 def synthetic_report(with_map: bool = True) -> BenchmarkReport:
     def row(name, size, p50s, mAP):
         lat = [BatchLatency.from_times(b, [p / 1000 * f for f in (0.9, 1.0, 1.1, 1.5)]) for b, p in zip((1, 8), p50s)]
-        return BenchmarkRow(name=name, model=f"{name}.onnx", size_bytes=size, load_ms=12.0, latency=lat,
-                            peak_mb=150.0, map_50_95=mAP if with_map else None, map_50=mAP and mAP + 0.2)
+        return BenchmarkRow(
+            name=name,
+            model=f"{name}.onnx",
+            size_bytes=size,
+            load_ms=12.0,
+            latency=lat,
+            peak_mb=150.0,
+            map_50_95=mAP if with_map else None,
+            map_50=mAP and mAP + 0.2,
+        )
 
     rows = [row("fp32", 4_000_000, (20.0, 160.0), 0.40), row("int|8", 1_000_000, (10.0, 40.0), 0.38)]
     rows.append(BenchmarkRow(name="gone", model="gone.onnx", error="load: ModelLoadError: boom\nmore"))

@@ -44,28 +44,19 @@ def sha256(path: Path) -> str:
 
 
 def dims(value) -> list:
-    return [
-        d.dim_value if d.HasField("dim_value") else d.dim_param
-        for d in value.type.tensor_type.shape.dim
-    ]
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
 
 
-def conv_graph(
-    path: Path, tail: list, out_shape: list, extra_inits=(), value_info=(), batch=1
-) -> Path:
+def conv_graph(path: Path, tail: list, out_shape: list, extra_inits=(), value_info=(), batch=1) -> Path:
     """Conv(3->4, 3x3) on a [batch, 3, 8, 8] input, then ``tail`` nodes producing ``y``."""
     rng = np.random.default_rng(0)
     inits = [
-        numpy_helper.from_array(
-            rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"
-        ),
+        numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w"),
         numpy_helper.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "b"),
         *extra_inits,
     ]
     nodes = [
-        helper.make_node(
-            "Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]
-        ),
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         *tail,
     ]
     graph = helper.make_graph(
@@ -126,31 +117,20 @@ def test_export_torch_round_trip_dynamic_batch(tmp_path):
     torch = pytest.importorskip("torch")
     # export must trace in eval mode and restore training mode afterwards
     net = small_net(torch).train()
-    result = export_torch(
-        net, tmp_path / "net.onnx", (1, 3, 64, 64), output_names=["dets", "feat"]
-    )
+    result = export_torch(net, tmp_path / "net.onnx", (1, 3, 64, 64), output_names=["dets", "feat"])
 
     assert net.training
-    assert (
-        result.path.is_file() and result.exporter == "torchscript" and result.verified
-    )
-    assert (
-        set(result.max_abs_diff) == {1, 3} and max(result.max_abs_diff.values()) <= ATOL
-    )
+    assert result.path.is_file() and result.exporter == "torchscript" and result.verified
+    assert set(result.max_abs_diff) == {1, 3} and max(result.max_abs_diff.values()) <= ATOL
     model = onnx.load(str(result.path))
     assert model.opset_import[0].version == 17
-    assert (
-        dims(model.graph.input[0]) == [BATCH_DIM, 3, 64, 64]
-        and model.graph.input[0].name == "images"
-    )
+    assert dims(model.graph.input[0]) == [BATCH_DIM, 3, 64, 64] and model.graph.input[0].name == "images"
     assert [o.name for o in model.graph.output] == ["dets", "feat"]
 
     # independently of the built-in check: batch 1 and 4 in onnxruntime against torch
     net.eval()
     for batch in (1, 4):
-        x = torch.rand(
-            batch, 3, 64, 64, generator=torch.Generator().manual_seed(10 + batch)
-        )
+        x = torch.rand(batch, 3, 64, 64, generator=torch.Generator().manual_seed(10 + batch))
         with torch.no_grad():
             want = [t.numpy() for t in net(x)]
         got = run(result.path, x.numpy())
@@ -160,9 +140,7 @@ def test_export_torch_round_trip_dynamic_batch(tmp_path):
 
     backend = OnnxRuntimeBackend(result.path)
     assert backend.fixed_batch is None and backend.input_hw == (64, 64)
-    outputs = backend.run(
-        np.random.default_rng(0).random((5, 3, 64, 64), dtype=np.float32)
-    )
+    outputs = backend.run(np.random.default_rng(0).random((5, 3, 64, 64), dtype=np.float32))
     assert [o.shape for o in outputs] == [(5, 6, 1024), (5, 4, 32, 32)]
 
 
@@ -180,10 +158,7 @@ def test_export_torch_fixed_batch_and_default_names(tmp_path):
         "output1",
     ]
     model = onnx.load(str(result.path))
-    assert (
-        dims(model.graph.input[0]) == [2, 3, 32, 32]
-        and model.opset_import[0].version == 13
-    )
+    assert dims(model.graph.input[0]) == [2, 3, 32, 32] and model.opset_import[0].version == 13
     assert OnnxRuntimeBackend(result.path).fixed_batch == 2
 
 
@@ -233,16 +208,9 @@ def test_make_batch_dynamic_synthetic_keeps_metadata_and_source(tmp_path):
         result.outputs_changed,
         result.value_info_cleared,
     ) == (["x"], ["y"], 1)
-    assert (
-        result.verified
-        and result.max_abs_diff is not None
-        and result.max_abs_diff <= ATOL
-    )
+    assert result.verified and result.max_abs_diff is not None and result.max_abs_diff <= ATOL
     model = onnx.load(str(result.path))
-    assert (
-        dims(model.graph.input[0])[0] == BATCH_DIM
-        and dims(model.graph.output[0])[0] == BATCH_DIM
-    )
+    assert dims(model.graph.input[0])[0] == BATCH_DIM and dims(model.graph.output[0])[0] == BATCH_DIM
     assert {p.key: p.value for p in model.metadata_props} == META
     assert len(model.graph.value_info) == 0
     onnx.checker.check_model(model, full_check=True)
@@ -259,9 +227,7 @@ def test_make_batch_dynamic_synthetic_keeps_metadata_and_source(tmp_path):
         ([1, -1], "differs"),
     ],
 )
-def test_hard_coded_batch_reshape_is_a_typed_error_naming_the_node(
-    tmp_path, shape, how
-):
+def test_hard_coded_batch_reshape_is_a_typed_error_naming_the_node(tmp_path, shape, how):
     out_shape = [1, 256] if -1 in shape else shape
     source = conv_graph(
         tmp_path / "pinned.onnx",
@@ -270,9 +236,7 @@ def test_hard_coded_batch_reshape_is_a_typed_error_naming_the_node(
         extra_inits=[shape_const("target", shape)],
     )
     out = tmp_path / "pinned_dyn.onnx"
-    with pytest.raises(
-        FixedBatchError, match=f"fixes the batch size at 1, .*{how}.*head_reshape"
-    ) as info:
+    with pytest.raises(FixedBatchError, match=f"fixes the batch size at 1, .*{how}.*head_reshape") as info:
         make_batch_dynamic(source, out)
     assert isinstance(info.value, OptimizationError)
     assert info.value.nodes[0] == ("head_reshape", "Reshape", shape)
@@ -318,9 +282,7 @@ def test_batch_preserving_reshapes_are_not_reported(tmp_path):
 
 
 def test_make_batch_dynamic_refusals(tmp_path):
-    source = conv_graph(
-        tmp_path / "m.onnx", [helper.make_node("Relu", ["c"], ["y"])], [1, 4, 8, 8]
-    )
+    source = conv_graph(tmp_path / "m.onnx", [helper.make_node("Relu", ["c"], ["y"])], [1, 4, 8, 8])
     with pytest.raises(OptimizationError, match="refusing to overwrite"):
         make_batch_dynamic(source, source)
     with pytest.raises(OptimizationError, match="file not found"):
@@ -341,12 +303,7 @@ def yolox_dynamic(asset, tmp_path_factory):
     before = sha256(source)
     photos = sorted(asset("coco/images/val2017").glob("*.jpg"))[:8]
     model = load_model(source, family="yolox")
-    samples = np.stack(
-        [
-            preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0]
-            for p in photos
-        ]
-    )
+    samples = np.stack([preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0] for p in photos])
     out = tmp_path_factory.mktemp("dyn") / "yolox_dyn.onnx"
     result = make_batch_dynamic(source, out, verify_batch=8, samples=samples)
     assert sha256(source) == before
@@ -390,9 +347,7 @@ def test_pipeline_really_batches_with_the_dynamic_yolox(yolox_dynamic, monkeypat
     for got, want in zip(batched, reference):
         assert np.array_equal(got.detections.class_id, want.detections.class_id)
         np.testing.assert_allclose(got.detections.xyxy, want.detections.xyxy, atol=1e-2)
-        np.testing.assert_allclose(
-            got.detections.confidence, want.detections.confidence, atol=ATOL
-        )
+        np.testing.assert_allclose(got.detections.confidence, want.detections.confidence, atol=ATOL)
 
 
 @pytest.mark.real
@@ -405,13 +360,9 @@ def test_pipeline_really_batches_with_the_dynamic_yolox(yolox_dynamic, monkeypat
         ("fastestdet_352_coco.onnx", [24, 2, 1936]),
     ],
 )
-def test_real_fixed_batch_detectors_are_refused_naming_the_reshape(
-    asset, tmp_path, name, shape
-):
+def test_real_fixed_batch_detectors_are_refused_naming_the_reshape(asset, tmp_path, name, shape):
     out = tmp_path / "dyn.onnx"
-    with pytest.raises(
-        FixedBatchError, match="fixes the batch size at 1, .*Reshape_13"
-    ) as info:
+    with pytest.raises(FixedBatchError, match="fixes the batch size at 1, .*Reshape_13") as info:
         make_batch_dynamic(asset(f"models/{name}"), out)
     assert info.value.nodes[0] == ("Reshape_13", "Reshape", shape)
     assert not out.exists()
@@ -433,17 +384,12 @@ def test_already_dynamic_model_is_copied_unchanged(asset, tmp_path):
 def test_simplify_yolox_keeps_outputs_and_shrinks_graph(asset, tmp_path):
     source = asset("models/yolox_nano_416_coco.onnx")
     result = simplify(source, tmp_path / "slim.onnx")
-    assert (
-        result.nodes_after <= result.nodes_before
-        and result.nodes_removed == 416 - result.nodes_after
-    )
+    assert result.nodes_after <= result.nodes_before and result.nodes_removed == 416 - result.nodes_after
     assert result.max_abs_diff <= ATOL
     photo = min(asset("coco/images/val2017").glob("*.jpg"))
     model = load_model(source, family="yolox")
     x = preprocess(cv2.imread(str(photo)), model.input_hw, model.preprocess)[0][None]
-    np.testing.assert_allclose(
-        run(result.path, x)[0], run(source, x)[0], atol=ATOL, rtol=RTOL
-    )
+    np.testing.assert_allclose(run(result.path, x)[0], run(source, x)[0], atol=ATOL, rtol=RTOL)
 
 
 def test_simplify_folds_constants_and_keeps_metadata(tmp_path):
@@ -472,17 +418,13 @@ def test_simplify_folds_constants_and_keeps_metadata(tmp_path):
 
 def test_openvino_missing_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "openvino", None)
-    with pytest.raises(
-        MissingExtraError, match=r"OpenVINO IR conversion.*visionpipe\[openvino\]"
-    ):
+    with pytest.raises(MissingExtraError, match=r"OpenVINO IR conversion.*visionpipe\[openvino\]"):
         to_openvino(tmp_path / "m.onnx", tmp_path / "ir")
 
 
 def test_tensorrt_missing_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(
-        MissingExtraError, match=r"TensorRT engine build.*visionpipe\[tensorrt\]"
-    ):
+    with pytest.raises(MissingExtraError, match=r"TensorRT engine build.*visionpipe\[tensorrt\]"):
         build_tensorrt_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
 
 

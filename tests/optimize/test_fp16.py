@@ -43,19 +43,11 @@ def tiny_detector(
     w2 = rng.normal(0, 0.05, (64, 64, 3, 3)).astype(np.float32)
     bias = rng.normal(0, 0.1, 64).astype(np.float32)
     nodes = [
-        helper.make_node(
-            "Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]
-        ),
+        helper.make_node("Conv", ["images", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node(
-            "MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]
-        ),
-        helper.make_node(
-            "Resize", ["p1", "", "scales"], ["u1"], name="upsample", mode="nearest"
-        ),
-        helper.make_node(
-            "Conv", ["u1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]
-        ),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["p1", "", "scales"], ["u1"], name="upsample", mode="nearest"),
+        helper.make_node("Conv", ["u1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Reshape", ["c2", "shape"], ["output0"], name="reshape"),
     ]
     inits = [
@@ -90,18 +82,13 @@ def overflowing_model(path: Path) -> Path:
 
 def io_types(path: Path) -> tuple[list[str], list[str]]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return [i.type for i in session.get_inputs()], [
-        o.type for o in session.get_outputs()
-    ]
+    return [i.type for i in session.get_inputs()], [o.type for o in session.get_outputs()]
 
 
 def float_inputs_of(path: Path, op_type: str) -> list[int]:
     """The element types of the data input of every ``op_type`` node, from the graph's own type info."""
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-    types = {
-        v.name: v.type.tensor_type.elem_type
-        for v in (*model.graph.value_info, *model.graph.input)
-    }
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.input)}
     return [types[n.input[0]] for n in model.graph.node if n.op_type == op_type]
 
 
@@ -116,9 +103,7 @@ def test_tiny_from_path_halves_weights_keeps_float_io_resize_and_metadata(tmp_pa
     assert isinstance(result, Fp16Conversion) and Path(result) == result.path
 
     assert io_types(result.path) == (["tensor(float)"], ["tensor(float)"])
-    weights = {
-        t.name: t.data_type for t in onnx.load(str(result.path)).graph.initializer
-    }
+    weights = {t.name: t.data_type for t in onnx.load(str(result.path)).graph.initializer}
     assert weights["w1"] == weights["w2"] == TensorProto.FLOAT16
     assert weights["scales"] == TensorProto.FLOAT  # Resize's scales stay float32
     assert float_inputs_of(result.path, "Resize") == [TensorProto.FLOAT]
@@ -132,45 +117,32 @@ def test_tiny_from_path_halves_weights_keeps_float_io_resize_and_metadata(tmp_pa
     # Ultralytics metadata is carried over and the path was configured from it, so a spec is written
     meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert {k: meta.get(k) for k in ULTRALYTICS_META} == ULTRALYTICS_META
-    assert (
-        result.spec_path == result.path.with_suffix(".yaml")
-        and result.spec_path.is_file()
-    )
+    assert result.spec_path == result.path.with_suffix(".yaml") and result.spec_path.is_file()
     assert load_model(result.path).class_names == load_model(source).class_names
 
     # checked against float32 on the synthetic input: random weights, two layers of fp16 rounding
     assert result.max_relative_error is not None and result.max_relative_error < 0.01
-    assert not list(
-        result.path.parent.glob(".*partial*")
-    )  # staging file moved into place
+    assert not list(result.path.parent.glob(".*partial*"))  # staging file moved into place
 
 
 def test_default_block_list_and_speed_note():
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
     blocked = default_op_block_list()
-    assert set(DEFAULT_OP_BLOCK_LIST) <= set(blocked) and set(FP16_UNSAFE_OPS) <= set(
-        blocked
-    )
+    assert set(DEFAULT_OP_BLOCK_LIST) <= set(blocked) and set(FP16_UNSAFE_OPS) <= set(blocked)
     assert {"Resize", "Exp"} <= set(blocked) and blocked == sorted(blocked)
     assert "no speed-up on CPU" in fp16_speed_note(["CPUExecutionProvider"])
-    assert (
-        fp16_speed_note(["AzureExecutionProvider", "CPUExecutionProvider"]) is not None
-    )
+    assert fp16_speed_note(["AzureExecutionProvider", "CPUExecutionProvider"]) is not None
     assert fp16_speed_note(["CUDAExecutionProvider", "CPUExecutionProvider"]) is None
 
 
 def test_bare_model_without_a_family_converts_without_spec(tmp_path):
-    source = tiny_detector(
-        tmp_path / "plain.onnx", metadata=None, out_shape=(1, 64 * HW * HW)
-    )
+    source = tiny_detector(tmp_path / "plain.onnx", metadata=None, out_shape=(1, 64 * HW * HW))
     with pytest.raises(UnknownOutputLayoutError):
         load_model(source)  # no decoder family fits: the reason no spec can be written
     result = convert_fp16(source, tmp_path / "plain_fp16.onnx")
     assert result.spec_path is None and not result.path.with_suffix(".yaml").exists()
-    assert any(
-        "no sidecar spec written: not a detector" in note for note in result.notes
-    ), result.notes
+    assert any("no sidecar spec written: not a detector" in note for note in result.notes), result.notes
     assert io_types(result.path) == (["tensor(float)"], ["tensor(float)"])
 
 
@@ -294,35 +266,19 @@ def test_real_fp16_detections_agree_with_fp32(converted, val_photos):
         Pipeline(model, conf=SCORE) as fp32,
         Pipeline(result.path, conf=SEARCH_SCORE) as fp16,
     ):
-        assert (
-            fp16.model.family == model.family and fp16.model.input_hw == model.input_hw
-        )
-        assert (
-            fp16.model.preprocess == model.preprocess
-            and fp16.model.class_names == model.class_names
-        )
+        assert fp16.model.family == model.family and fp16.model.input_hw == model.input_hw
+        assert fp16.model.preprocess == model.preprocess and fp16.model.class_names == model.class_names
         want, got = fp32.run(val_photos), fp16.run(val_photos)
     ious, score_diffs = [], []
     for ref, out in zip(want, got):
         assert ref.ok and out.ok, (ref.error, out.error)
         for k in range(len(ref.detections)):
             same_class = out.detections.class_id == ref.detections.class_id[k]
-            assert same_class.any(), (
-                f"{ref.source}: fp32 box {k} has no fp16 box of its class"
-            )
-            overlap = box_iou(
-                ref.detections.xyxy[k : k + 1], out.detections.xyxy[same_class]
-            )[0]
+            assert same_class.any(), f"{ref.source}: fp32 box {k} has no fp16 box of its class"
+            overlap = box_iou(ref.detections.xyxy[k : k + 1], out.detections.xyxy[same_class])[0]
             best = int(overlap.argmax())
             ious.append(float(overlap[best]))
-            score_diffs.append(
-                abs(
-                    float(
-                        out.detections.confidence[same_class][best]
-                        - ref.detections.confidence[k]
-                    )
-                )
-            )
+            score_diffs.append(abs(float(out.detections.confidence[same_class][best] - ref.detections.confidence[k])))
     assert len(ious) >= 20, len(ious)  # enough boxes to mean something
     print(
         f"{model.family}: {len(ious)} boxes, min IoU {min(ious):.4f}, max |score diff| {max(score_diffs):.4f}, "
@@ -342,13 +298,8 @@ def test_real_fp16_file_float_io_half_size_blocked_ops_reported(converted):
     assert result.blocked_op_types == ["Resize"]
     assert result.float_nodes == source_ops.count("Resize") > 0
     assert result.retargeted_casts == 0 and result.casts_added > 0
-    assert float_inputs_of(result.path, "Resize") == [
-        TensorProto.FLOAT
-    ] * source_ops.count("Resize")
-    assert (
-        result.spec_path == result.path.with_suffix(".yaml")
-        and result.spec_path.is_file()
-    )
+    assert float_inputs_of(result.path, "Resize") == [TensorProto.FLOAT] * source_ops.count("Resize")
+    assert result.spec_path == result.path.with_suffix(".yaml") and result.spec_path.is_file()
     # every element of every output, including empty cells (YOLOX box logits where nothing is),
     # so this is loose; the detection test above is the accuracy claim
     assert result.max_relative_error is not None and result.max_relative_error < 0.5

@@ -45,17 +45,13 @@ SHAPES = {
 }
 
 
-
 def tiny_detector(path: Path) -> Path:
     """Conv(3->64) -> Relu -> Conv(64->64, 3x3) -> Conv(64->64, 1x1) -> Conv(w_shared) -> Conv(2 *
     w_shared) -> MatMul(64->96) per pixel, in the YOLOv8 layout (1, 96, HW*HW) with Ultralytics
     metadata. Layers have very different weight scales, so global and per-layer thresholds differ."""
     rng = np.random.default_rng(0)
     scales = {"w1": 0.3, "w2": 0.05, "w_1x1": 0.1, "w_fc": 0.005}
-    weights = {
-        name: rng.normal(0, scales[name], shape).astype(np.float32)
-        for name, shape in SHAPES.items()
-    }
+    weights = {name: rng.normal(0, scales[name], shape).astype(np.float32) for name, shape in SHAPES.items()}
     shared = rng.normal(0, 0.1, (64, 64, 1, 1)).astype(np.float32)
     bias = rng.normal(0, 0.1, 64).astype(np.float32)
     nodes = [
@@ -66,13 +62,9 @@ def tiny_detector(path: Path) -> Path:
         helper.make_node("Conv", ["c4", "w_doubled"], ["c5"], name="conv_doubled"),
         # a linear head on every pixel: (1, 64, N) -> (1, N, 64) @ (64, 96) -> (1, 96, N)
         helper.make_node("Reshape", ["c5", "shape"], ["flat"], name="reshape"),
-        helper.make_node(
-            "Transpose", ["flat"], ["pixels"], name="to_pixels", perm=[0, 2, 1]
-        ),
+        helper.make_node("Transpose", ["flat"], ["pixels"], name="to_pixels", perm=[0, 2, 1]),
         helper.make_node("MatMul", ["pixels", "w_fc"], ["scores"], name="fc"),
-        helper.make_node(
-            "Transpose", ["scores"], ["output0"], name="to_channels", perm=[0, 2, 1]
-        ),
+        helper.make_node("Transpose", ["scores"], ["output0"], name="to_channels", perm=[0, 2, 1]),
     ]
     inits = [
         *(numpy_helper.from_array(w, name) for name, w in weights.items()),
@@ -86,9 +78,7 @@ def tiny_detector(path: Path) -> Path:
 
 
 def initializers(path: Path) -> dict[str, np.ndarray]:
-    return {
-        t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
-    }
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
 
 
 def zeros(values: np.ndarray) -> int:
@@ -105,9 +95,7 @@ def tiny(tmp_path: Path) -> Path:
 
 def test_global_scope_uses_one_threshold_equal_to_the_numpy_quantile(tiny, tmp_path):
     before, original = sha256(tiny), initializers(tiny)
-    result = prune_magnitude(
-        tiny, tmp_path / "out" / "global.onnx", 0.3, scope="global", min_elements=1000
-    )
+    result = prune_magnitude(tiny, tmp_path / "out" / "global.onnx", 0.3, scope="global", min_elements=1000)
     assert sha256(tiny) == before
     assert isinstance(result, PruneResult) and Path(result) == result.path
     pruned = initializers(result.path)
@@ -127,9 +115,7 @@ def test_global_scope_uses_one_threshold_equal_to_the_numpy_quantile(tiny, tmp_p
         want = np.where(np.abs(original[name]) <= threshold, 0, original[name])
         np.testing.assert_array_equal(pruned[name], want)
     assert sum(zeros(pruned[n]) for n in prunable) == math.ceil(0.3 * magnitudes.size)
-    assert result.sparsity == pytest.approx(
-        math.ceil(0.3 * magnitudes.size) / magnitudes.size
-    )
+    assert result.sparsity == pytest.approx(math.ceil(0.3 * magnitudes.size) / magnitudes.size)
 
     # one threshold over layers of different scales: small-weight layers lose more
     by_name = {layer.weight: layer for layer in result.layers}
@@ -147,29 +133,21 @@ def test_global_scope_uses_one_threshold_equal_to_the_numpy_quantile(tiny, tmp_p
 
 def test_layer_scope_gives_every_layer_the_target(tiny, tmp_path):
     original = initializers(tiny)
-    result = prune_magnitude(
-        tiny, tmp_path / "layer.onnx", 0.3, scope="layer", min_elements=1000
-    )
+    result = prune_magnitude(tiny, tmp_path / "layer.onnx", 0.3, scope="layer", min_elements=1000)
     pruned = initializers(result.path)
     assert result.threshold is None
     for layer in result.layers:
         size = original[layer.weight].size
         # exactly ceil(0.3 * n): float weights from a normal distribution have no ties
-        assert zeros(pruned[layer.weight]) == layer.zeros == math.ceil(0.3 * size), (
-            layer
-        )
+        assert zeros(pruned[layer.weight]) == layer.zeros == math.ceil(0.3 * size), layer
         magnitudes = np.abs(original[layer.weight])
         threshold = np.quantile(magnitudes, 0.3, method="inverted_cdf")
-        np.testing.assert_array_equal(
-            pruned[layer.weight] == 0, magnitudes <= threshold
-        )
+        np.testing.assert_array_equal(pruned[layer.weight] == 0, magnitudes <= threshold)
 
 
 def test_biases_shared_small_and_other_tensors_are_untouched(tiny, tmp_path):
     original = initializers(tiny)
-    result = prune_magnitude(
-        tiny, tmp_path / "default.onnx", 0.5
-    )  # default min_elements 4096
+    result = prune_magnitude(tiny, tmp_path / "default.onnx", 0.5)  # default min_elements 4096
     pruned = initializers(result.path)
     assert [layer.weight for layer in result.layers] == ["w2", "w_1x1", "w_fc"]
     assert dict(result.skipped) == {
@@ -179,33 +157,22 @@ def test_biases_shared_small_and_other_tensors_are_untouched(tiny, tmp_path):
     for name in ("b1", "b2", "w1", "w_shared", "two", "shape"):
         np.testing.assert_array_equal(pruned[name], original[name])
     pruned_size = sum(original[name].size for name in ("w2", "w_1x1", "w_fc"))
-    assert sum(zeros(pruned[name]) for name in ("w2", "w_1x1", "w_fc")) == math.ceil(
-        0.5 * pruned_size
-    )
+    assert sum(zeros(pruned[name]) for name in ("w2", "w_1x1", "w_fc")) == math.ceil(0.5 * pruned_size)
     assert result.scope == "global"  # the default
 
 
 def test_compressed_sizes_metadata_spec_and_model_still_runs(tiny, tmp_path):
-    result = prune_magnitude(
-        tiny, tmp_path / "p50.onnx", 0.5, scope="layer", min_elements=1000
-    )
+    result = prune_magnitude(tiny, tmp_path / "p50.onnx", 0.5, scope="layer", min_elements=1000)
     # dense storage: same bytes on disk; the zeros show once compressed
     assert abs(result.size_bytes - result.source_size_bytes) < 1000
     assert result.size_bytes == result.path.stat().st_size
-    assert (
-        result.compressed_bytes
-        == compressed_size(result.path)
-        < result.source_compressed_bytes
-    )
+    assert result.compressed_bytes == compressed_size(result.path) < result.source_compressed_bytes
     assert result.compressed_ratio < 0.8, result.compressed_ratio
     assert result.compression == COMPRESSION and "level 6" in COMPRESSION
 
     meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert {k: meta.get(k) for k in ULTRALYTICS_META} == ULTRALYTICS_META
-    assert (
-        result.spec_path == result.path.with_suffix(".yaml")
-        and result.spec_path.is_file()
-    )
+    assert result.spec_path == result.path.with_suffix(".yaml") and result.spec_path.is_file()
     assert load_model(result.path).class_names == load_model(tiny).class_names
 
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
@@ -213,22 +180,15 @@ def test_compressed_sizes_metadata_spec_and_model_still_runs(tiny, tmp_path):
     assert all(np.isfinite(o).all() for o in outputs)
 
 
-def test_pruned_model_converts_to_fp16_through_its_spec_and_keeps_its_zeros(
-    tiny, tmp_path
-):
+def test_pruned_model_converts_to_fp16_through_its_spec_and_keeps_its_zeros(tiny, tmp_path):
     from visionpipe.optimize.fp16 import convert_fp16
 
     pruned = prune_magnitude(tiny, tmp_path / "p50.onnx", 0.5, min_elements=1000)
-    half = convert_fp16(
-        pruned.spec_path, tmp_path / "p50_fp16.onnx"
-    )  # a spec file works as the source
+    half = convert_fp16(pruned.spec_path, tmp_path / "p50_fp16.onnx")  # a spec file works as the source
     assert half.spec_path is not None and load_model(half.path).family == "yolov8"
     weights = initializers(half.path)
     for layer in pruned.layers:
-        assert (
-            weights[layer.weight].dtype == np.float16
-            and zeros(weights[layer.weight]) == layer.zeros
-        )
+        assert weights[layer.weight].dtype == np.float16 and zeros(weights[layer.weight]) == layer.zeros
 
 
 def test_zero_sparsity_changes_no_weight(tiny, tmp_path):
@@ -251,9 +211,7 @@ def test_bad_scope_non_onnx_and_out_path_refused(tiny, tmp_path):
         prune_magnitude(tiny, tmp_path / "bad.onnx", 0.3, scope="channel")
     fake = tmp_path / "fake.onnx"
     fake.write_text("definitely not protobuf \x00\xff", encoding="latin-1")
-    with pytest.raises(
-        OptimizationError, match=r"cannot prune .*fake\.onnx: not a readable ONNX model"
-    ):
+    with pytest.raises(OptimizationError, match=r"cannot prune .*fake\.onnx: not a readable ONNX model"):
         prune_magnitude(fake, tmp_path / "out.onnx")
     before = sha256(tiny)
     for target in (tiny, tmp_path / "." / tiny.name):
@@ -306,9 +264,7 @@ def large_people(ground_truth, min_area: float = 20000.0) -> dict[str, np.ndarra
 
 
 @pytest.mark.real
-@pytest.mark.parametrize(
-    ("relative", "family"), [(YOLOX, "yolox"), (NANODET, "nanodet")]
-)
+@pytest.mark.parametrize(("relative", "family"), [(YOLOX, "yolox"), (NANODET, "nanodet")])
 def test_real_30_percent_prune_loads_and_still_finds_people(
     asset, tmp_path, val_photos, ground_truth, relative, family
 ):
@@ -344,9 +300,7 @@ def test_real_30_percent_prune_loads_and_still_finds_people(
         if name in people:
             dets = found.detections
             boxes = dets.xyxy[(dets.class_id == 0) & (dets.confidence >= PERSON_SCORE)]
-            overlap = (
-                box_iou(people[name], boxes).max(axis=1) if len(boxes) else np.zeros(1)
-            )
+            overlap = box_iou(people[name], boxes).max(axis=1) if len(boxes) else np.zeros(1)
             assert overlap.min() >= PERSON_IOU, (name, overlap)
     # Far below both measured values, far above what a broken pruning gives (pruning the small
     # tensors too left YOLOX-Nano at 0.00-0.06)
@@ -370,9 +324,7 @@ def small_cnn():
                 nn.Conv2d(16, 32, 3, stride=2, padding=1),
                 nn.BatchNorm2d(32),
                 nn.ReLU(),
-                nn.Conv2d(
-                    32, 32, 3, padding=1, groups=32
-                ),  # depthwise: pruned with its input
+                nn.Conv2d(32, 32, 3, padding=1, groups=32),  # depthwise: pruned with its input
                 nn.BatchNorm2d(32),
                 nn.ReLU(),
                 nn.Conv2d(32, 64, 1),
@@ -395,9 +347,7 @@ def test_torch_channel_pruning_halves_channels_keeps_output_shape():
     params = sum(p.numel() for p in net.parameters())
 
     pruned, report = prune_torch_channels(net, example, 0.5)
-    assert (
-        sum(p.numel() for p in net.parameters()) == params
-    )  # the original is left alone
+    assert sum(p.numel() for p in net.parameters()) == params  # the original is left alone
     with torch.no_grad():
         torch.testing.assert_close(net(example), reference)
         out = pruned(example)
@@ -414,9 +364,7 @@ def test_torch_channel_pruning_halves_channels_keeps_output_shape():
 def test_torch_channel_pruning_ignored_layers_and_bad_arguments():
     pytest.importorskip("torch")
     net, example = small_cnn()
-    pruned, report = prune_torch_channels(
-        net, example, 0.5, ignored_layers=[net.body[0]], importance="l1"
-    )
+    pruned, report = prune_torch_channels(net, example, 0.5, ignored_layers=[net.body[0]], importance="l1")
     assert pruned.body[0].out_channels == 16 and pruned.body[3].out_channels == 16
     assert report.ignored_layers == ["head", "body.0"]
     with pytest.raises(ValueError, match="ratio must be in"):

@@ -86,9 +86,7 @@ def tiny(tmp_path: Path):
     return model_path, images
 
 
-def test_tiny_dynamic_and_static_int8_close_to_fp32_smaller_and_original_untouched(
-    tiny, tmp_path
-):
+def test_tiny_dynamic_and_static_int8_close_to_fp32_smaller_and_original_untouched(tiny, tmp_path):
     model_path, calib = tiny
     before = sha256(model_path)
     model = load_model(model_path)  # family and classes from the Ultralytics metadata
@@ -105,10 +103,7 @@ def test_tiny_dynamic_and_static_int8_close_to_fp32_smaller_and_original_untouch
 
     # fresh images, not the calibration set, through the model's own preprocessing
     test_images = write_images(tmp_path / "test", 4, seed=2)
-    tensors = [
-        preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0][None]
-        for p in test_images
-    ]
+    tensors = [preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0][None] for p in test_images]
     for tensor in tensors:
         reference = run_onnx(model_path, tensor)
         spread = float(reference.max() - reference.min())
@@ -132,10 +127,7 @@ def test_tiny_dynamic_and_static_int8_close_to_fp32_smaller_and_original_untouch
         assert {k: meta.get(k) for k in ULTRALYTICS_META} == ULTRALYTICS_META
     assert not dynamic.with_suffix(".yaml").exists()
     assert load_model(dynamic).class_names == model.class_names
-    assert (
-        static.spec_path == static.path.with_suffix(".yaml")
-        and static.spec_path.is_file()
-    )
+    assert static.spec_path == static.path.with_suffix(".yaml") and static.spec_path.is_file()
     assert static.calibration_images == 8 and static.skipped_images == []
     # either pre-processed, or the fallback is recorded with its cause
     assert static.pre_processed or static.pre_process_error
@@ -145,13 +137,9 @@ def test_static_methods_and_exclusions(tiny, tmp_path):
     model_path, calib = tiny
     model = load_model(model_path)
     for method in ("entropy", "percentile"):
-        result = quantize_static_int8(
-            model, calib, tmp_path / f"{method}.onnx", method=method, per_channel=False
-        )
+        result = quantize_static_int8(model, calib, tmp_path / f"{method}.onnx", method=method, per_channel=False)
         assert result.method == method and result.path.is_file()
-    kept = quantize_static_int8(
-        model, calib, tmp_path / "kept.onnx", exclude_nodes=["conv2"], preprocess=False
-    )
+    kept = quantize_static_int8(model, calib, tmp_path / "kept.onnx", exclude_nodes=["conv2"], preprocess=False)
     assert kept.pre_processed is False and kept.pre_process_error is None
     graph = onnx.load(str(kept.path)).graph
     conv2 = next(n for n in graph.node if n.name == "conv2")
@@ -279,9 +267,7 @@ def test_yolox_static_int8_agrees_with_fp32(yolox_int8, val8):
             total += 1
             same_class = got.detections.class_id == ref.detections.class_id[k]
             if same_class.any():
-                ious = box_iou(
-                    ref.detections.xyxy[k : k + 1], got.detections.xyxy[same_class]
-                )[0]
+                ious = box_iou(ref.detections.xyxy[k : k + 1], got.detections.xyxy[same_class])[0]
                 matched += bool((ious > 0.7).any())
     # Tolerance: every fp32 box with score > 0.3 needs an int8 box of the same class with IoU > 0.7
     # (int8 boxes searched down to score 0.1, as scores move by a few hundredths under int8).
@@ -293,9 +279,7 @@ def test_yolox_static_int8_agrees_with_fp32(yolox_int8, val8):
     print(f"int8 agrees with fp32 on {matched}/{total} boxes")
 
     ratio = result.path.stat().st_size / model.backend.path.stat().st_size
-    print(
-        f"int8/fp32 size {ratio:.3f}, pre-processed {result.pre_processed}: {result.pre_process_error}"
-    )
+    print(f"int8/fp32 size {ratio:.3f}, pre-processed {result.pre_processed}: {result.pre_process_error}")
     # int8 weights are 0.25x; int32 biases, per-channel scales and ~950 Q/DQ nodes' protos (0.4 MB)
     # weigh a lot on a 0.9 M-parameter model: measured 0.41x.
     assert ratio <= 0.45, ratio
@@ -307,9 +291,7 @@ def test_yolox_dynamic_int8_size(asset, tmp_path):
     assert out.stat().st_size <= 0.35 * source.stat().st_size
 
 
-def test_accuracy_aware_impossible_tolerance_excludes_measured_parts(
-    yolox_int8, asset, val8, tmp_path
-):
+def test_accuracy_aware_impossible_tolerance_excludes_measured_parts(yolox_int8, asset, val8, tmp_path):
     model, _ = yolox_int8
     gt = json.loads(asset(GT).read_text(encoding="utf-8"))
     names = {Path(p).name for p in val8}
@@ -411,14 +393,8 @@ def test_int16_activation_nodes_tiny(tiny, tmp_path):
     quantize_static_int8(model, calib, out, int16_activation_nodes=["conv1", "relu1"])
     graph = onnx.load(str(out)).graph
     zero_points = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    sixteen = [
-        n for n in graph.node
-        if n.op_type == "QuantizeLinear" and zero_points[n.input[2]].dtype == np.uint16
-    ]
-    eight = [
-        n for n in graph.node
-        if n.op_type == "QuantizeLinear" and zero_points[n.input[2]].dtype == np.uint8
-    ]
+    sixteen = [n for n in graph.node if n.op_type == "QuantizeLinear" and zero_points[n.input[2]].dtype == np.uint16]
+    eight = [n for n in graph.node if n.op_type == "QuantizeLinear" and zero_points[n.input[2]].dtype == np.uint8]
     assert sixteen and all(n.domain == "com.microsoft" for n in sixteen)  # 16-bit Q/DQ before opset 21
     assert eight  # conv2's output stays 8-bit
     weights = [t for t in graph.initializer if numpy_helper.to_array(t).dtype == np.int8 and len(t.dims) == 4]

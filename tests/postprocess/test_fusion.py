@@ -62,21 +62,42 @@ def ref_nms(boxes, scores, labels, weights=None, iou_thr=0.5):
 
 def ref_soft_nms(boxes, scores, labels, weights=None, iou_thr=0.5, sigma=0.5, thresh=0.001, method="gaussian"):
     return reference(
-        ensemble_boxes.soft_nms, boxes, scores, labels, weights=weights, iou_thr=iou_thr, sigma=sigma,
-        thresh=thresh, method=SOFT_METHODS[method],
+        ensemble_boxes.soft_nms,
+        boxes,
+        scores,
+        labels,
+        weights=weights,
+        iou_thr=iou_thr,
+        sigma=sigma,
+        thresh=thresh,
+        method=SOFT_METHODS[method],
     )
 
 
-def ref_wbf(boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg", allows_overflow=False):
+def ref_wbf(
+    boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg", allows_overflow=False
+):
     return reference(
-        ensemble_boxes.weighted_boxes_fusion, boxes, scores, labels, weights=weights, iou_thr=iou_thr,
-        skip_box_thr=skip_box_thr, conf_type=conf_type, allows_overflow=allows_overflow,
+        ensemble_boxes.weighted_boxes_fusion,
+        boxes,
+        scores,
+        labels,
+        weights=weights,
+        iou_thr=iou_thr,
+        skip_box_thr=skip_box_thr,
+        conf_type=conf_type,
+        allows_overflow=allows_overflow,
     )
 
 
 def ref_nmw(boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0):
     return reference(
-        ensemble_boxes.non_maximum_weighted, boxes, scores, labels, weights=weights, iou_thr=iou_thr,
+        ensemble_boxes.non_maximum_weighted,
+        boxes,
+        scores,
+        labels,
+        weights=weights,
+        iou_thr=iou_thr,
         skip_box_thr=skip_box_thr,
     )
 
@@ -200,7 +221,12 @@ def test_nms_matches_reference_on_random_inputs(iou_thr):
 
 @pytest.mark.parametrize(
     "method, iou_thr, sigma, thresh",
-    [("linear", 0.3, 0.5, 0.001), ("linear", 0.6, 0.5, 0.05), ("gaussian", 0.5, 0.5, 0.001), ("gaussian", 0.5, 0.1, 0.02)],
+    [
+        ("linear", 0.3, 0.5, 0.001),
+        ("linear", 0.6, 0.5, 0.05),
+        ("gaussian", 0.5, 0.5, 0.001),
+        ("gaussian", 0.5, 0.1, 0.02),
+    ],
 )
 def test_soft_nms_without_rescoring_matches_reference_on_random_inputs(method, iou_thr, sigma, thresh):
     for seed in SEEDS:
@@ -229,7 +255,12 @@ def test_wbf_matches_reference_on_random_inputs(conf_type, allows_overflow, iou_
         rng = np.random.default_rng(200 + seed)
         boxes, scores, labels, weights = random_case(rng)
         w = None if seed % 4 == 3 else weights  # the default weights too
-        kwargs = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr, "conf_type": conf_type, "allows_overflow": allows_overflow}
+        kwargs = {
+            "iou_thr": iou_thr,
+            "skip_box_thr": skip_box_thr,
+            "conf_type": conf_type,
+            "allows_overflow": allows_overflow,
+        }
         ours = weighted_boxes_fusion(boxes, scores, labels, w, **kwargs)
         ref = ref_wbf(boxes, scores, labels, weights=None if w is None else list(w), **kwargs)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
@@ -243,7 +274,9 @@ def test_nmw_matches_reference_on_random_inputs(iou_thr, skip_box_thr):
         boxes, scores, labels, weights = random_case(rng)
         w = None if seed % 4 == 3 else weights
         ours = non_maximum_weighted(boxes, scores, labels, w, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
-        ref = ref_nmw(boxes, scores, labels, weights=None if w is None else list(w), iou_thr=iou_thr, skip_box_thr=skip_box_thr)
+        ref = ref_nmw(
+            boxes, scores, labels, weights=None if w is None else list(w), iou_thr=iou_thr, skip_box_thr=skip_box_thr
+        )
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
         assert_counters(ours, prefiltered_count(boxes, scores, skip_box_thr=skip_box_thr), len(boxes))
 
@@ -291,8 +324,12 @@ def test_wbf_and_nmw_match_reference_property(seed, iou_thr, skip_box_thr, conf_
     boxes, scores, labels, weights = random_case(np.random.default_rng(seed), max_boxes=30)
     kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr}
     assert_same(
-        weighted_boxes_fusion(boxes, scores, labels, weights, conf_type=conf_type, allows_overflow=allows_overflow, **kw),
-        ref_wbf(boxes, scores, labels, weights=list(weights), conf_type=conf_type, allows_overflow=allows_overflow, **kw),
+        weighted_boxes_fusion(
+            boxes, scores, labels, weights, conf_type=conf_type, allows_overflow=allows_overflow, **kw
+        ),
+        ref_wbf(
+            boxes, scores, labels, weights=list(weights), conf_type=conf_type, allows_overflow=allows_overflow, **kw
+        ),
         exact_order=True,
     )
     assert_same(
@@ -474,25 +511,37 @@ def test_real_nmw(real_detections, iou_thr, skip_box_thr, weights):
 def _all_methods():
     """(name, ours, reference) with matching settings, for every method and conf_type."""
     out = [
-        ("nms", lambda b, s, l, w: nms_fusion(b, s, l, w, iou_thr=0.5), lambda b, s, l, w: ref_nms(b, s, l, w, iou_thr=0.5)),
+        (
+            "nms",
+            lambda b, s, l, w: nms_fusion(b, s, l, w, iou_thr=0.5),
+            lambda b, s, l, w: ref_nms(b, s, l, w, iou_thr=0.5),
+        ),
     ]
     for method in SOFT_METHODS:
-        out.append((
-            f"soft-nms-{method}",
-            lambda b, s, l, w, m=method: soft_nms_fusion(b, s, l, w, iou_thr=0.4, thresh=0.01, method=m, rescore=False),
-            lambda b, s, l, w, m=method: ref_soft_nms(b, s, l, w, iou_thr=0.4, thresh=0.01, method=m),
-        ))
+        out.append(
+            (
+                f"soft-nms-{method}",
+                lambda b, s, l, w, m=method: soft_nms_fusion(
+                    b, s, l, w, iou_thr=0.4, thresh=0.01, method=m, rescore=False
+                ),
+                lambda b, s, l, w, m=method: ref_soft_nms(b, s, l, w, iou_thr=0.4, thresh=0.01, method=m),
+            )
+        )
     for conf_type in CONF_TYPES:
-        out.append((
-            f"wbf-{conf_type}",
-            lambda b, s, l, w, c=conf_type: weighted_boxes_fusion(b, s, l, w, iou_thr=0.5, conf_type=c),
-            lambda b, s, l, w, c=conf_type: ref_wbf(b, s, l, w, iou_thr=0.5, conf_type=c),
-        ))
-    out.append((
-        "nmw",
-        lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.5),
-        lambda b, s, l, w: ref_nmw(b, s, l, w, iou_thr=0.5),
-    ))
+        out.append(
+            (
+                f"wbf-{conf_type}",
+                lambda b, s, l, w, c=conf_type: weighted_boxes_fusion(b, s, l, w, iou_thr=0.5, conf_type=c),
+                lambda b, s, l, w, c=conf_type: ref_wbf(b, s, l, w, iou_thr=0.5, conf_type=c),
+            )
+        )
+    out.append(
+        (
+            "nmw",
+            lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.5),
+            lambda b, s, l, w: ref_nmw(b, s, l, w, iou_thr=0.5),
+        )
+    )
     return out
 
 
@@ -574,7 +623,9 @@ def test_empty_model_outputs(name, ours_fn, ref_fn):
             with pytest.raises(ValueError):
                 ref_fn(boxes, scores, labels, weights)
         else:
-            assert_same(ours_fn(boxes, scores, labels, weights), ref_fn(boxes, scores, labels, weights), exact_order=True)
+            assert_same(
+                ours_fn(boxes, scores, labels, weights), ref_fn(boxes, scores, labels, weights), exact_order=True
+            )
 
 
 @pytest.mark.parametrize("name, ours_fn, ref_fn", METHODS, ids=METHOD_IDS)
@@ -657,7 +708,9 @@ def test_python_lists_as_input():
     as_lists = ([b.tolist() for b in boxes], [s.tolist() for s in scores], [l.tolist() for l in labels])
     for name, ours_fn, ref_fn in METHODS:
         expected = ref_fn(boxes, scores, labels, list(weights))
-        assert_same(ours_fn(*as_lists, weights.tolist()), expected, exact_order=not name.startswith("nms"), context=name)
+        assert_same(
+            ours_fn(*as_lists, weights.tolist()), expected, exact_order=not name.startswith("nms"), context=name
+        )
 
 
 @pytest.mark.real
@@ -694,7 +747,10 @@ def test_zero_scores_never_give_nan_boxes():
             assert np.isfinite(fused.boxes).all(), f"{fn.__name__}: {fused.boxes.tolist()}"
         lone = non_maximum_weighted(boxes[:1], scores[:1], labels[:1])
         assert np.isfinite(lone.boxes).all(), f"NMW of one zero-score box: {lone.boxes.tolist()}"
-        members = [Detections(xyxy=b * 640, confidence=s, class_id=l, class_names=("a",)) for b, s, l in zip(boxes, scores, labels)]
+        members = [
+            Detections(xyxy=b * 640, confidence=s, class_id=l, class_names=("a",))
+            for b, s, l in zip(boxes, scores, labels)
+        ]
         for method in ("wbf", "nmw", "vote"):
             fuse(members, method, image_size=(640, 640), min_votes=1)
 
@@ -800,17 +856,30 @@ def _normalised(members):
 
 FUSE_CASES = [
     (FusionMethod.NMS, {}, lambda b, s, l, w: nms_fusion(b, s, l, w, iou_thr=0.45)),
-    ("soft-nms", {"soft_method": "linear", "sigma": 0.3, "soft_threshold": 0.02},
-     lambda b, s, l, w: soft_nms_fusion(b, s, l, w, iou_thr=0.45, sigma=0.3, thresh=0.02, method="linear")),
-    ("wbf", {"conf_type": "box_and_model_avg", "skip_box_threshold": 0.1},
-     lambda b, s, l, w: weighted_boxes_fusion(b, s, l, w, iou_thr=0.45, skip_box_thr=0.1, conf_type="box_and_model_avg")),
-    (FusionMethod.NMW, {"skip_box_threshold": 0.1},
-     lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.45, skip_box_thr=0.1)),
+    (
+        "soft-nms",
+        {"soft_method": "linear", "sigma": 0.3, "soft_threshold": 0.02},
+        lambda b, s, l, w: soft_nms_fusion(b, s, l, w, iou_thr=0.45, sigma=0.3, thresh=0.02, method="linear"),
+    ),
+    (
+        "wbf",
+        {"conf_type": "box_and_model_avg", "skip_box_threshold": 0.1},
+        lambda b, s, l, w: weighted_boxes_fusion(
+            b, s, l, w, iou_thr=0.45, skip_box_thr=0.1, conf_type="box_and_model_avg"
+        ),
+    ),
+    (
+        FusionMethod.NMW,
+        {"skip_box_threshold": 0.1},
+        lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.45, skip_box_thr=0.1),
+    ),
     ("vote", {"min_votes": 2}, lambda b, s, l, w: consensus_vote(b, s, l, w, iou_thr=0.45, min_votes=2)),
 ]
 
 
-@pytest.mark.parametrize("method, options, normalised_fn", FUSE_CASES, ids=[str(FusionMethod(c[0]).value) for c in FUSE_CASES])
+@pytest.mark.parametrize(
+    "method, options, normalised_fn", FUSE_CASES, ids=[str(FusionMethod(c[0]).value) for c in FUSE_CASES]
+)
 def test_fuse_in_pixels_equals_normalised_functions(method, options, normalised_fn):
     for seed in range(3):
         members, weights = _members(seed)
@@ -957,7 +1026,9 @@ def test_fuse_bad_inputs():
     with pytest.raises(FusionError):
         fuse([], "wbf", image_size=(W, H))
     other = Detections(
-        xyxy=members[1].xyxy, confidence=members[1].confidence, class_id=members[1].class_id,
+        xyxy=members[1].xyxy,
+        confidence=members[1].confidence,
+        class_id=members[1].class_id,
         class_names=("person", "car", "cat"),
     )
     with pytest.raises(FusionError, match="class"):

@@ -253,7 +253,9 @@ def test_long_overlap_chain_matches_reference(n):
 @given(
     st.integers(0, 25).flatmap(
         lambda n: st.tuples(
-            st.lists(st.tuples(*[st.floats(0, 100, width=32)] * 2, *[st.floats(0, 40, width=32)] * 2), min_size=n, max_size=n),
+            st.lists(
+                st.tuples(*[st.floats(0, 100, width=32)] * 2, *[st.floats(0, 40, width=32)] * 2), min_size=n, max_size=n
+            ),
             st.lists(st.floats(0, 1, width=32), min_size=n, max_size=n),
             st.lists(st.integers(0, 1), min_size=n, max_size=n),
         )

@@ -41,7 +41,7 @@ class Call(threading.Thread):
         self.started_call.set()
         try:
             self.result = self.fn()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.error = exc
 
     def assert_blocked(self) -> None:

@@ -507,14 +507,20 @@ def _held_until_full(rig, count: int, size: int):
     pipeline, hook = rig(blocked=True)
     source = FakeSource(count)
     sink_results: list[FrameResult] = []
-    processor = rig.processor(pipeline, source, policy="wait", buffer_size=size, sinks=[CallbackSink(sink_results.append)])
+    processor = rig.processor(
+        pipeline, source, policy="wait", buffer_size=size, sinks=[CallbackSink(sink_results.append)]
+    )
     pulled = record_pulls(processor)
     processor.start()
     capacity = _pipeline_capacity(pipeline)
     # held inference: the pipeline takes `capacity` frames, the buffer fills, and capture holds one
     # more frame while it waits for room
     wait_until(
-        lambda: len(pulled) == capacity and len(processor.buffer) == size and processor.stats.captured == capacity + size + 1,
+        lambda: (
+            len(pulled) == capacity
+            and len(processor.buffer) == size
+            and processor.stats.captured == capacity + size + 1
+        ),
         "a full pipeline and buffer",
     )
     assert hook.entered.is_set()

@@ -17,7 +17,9 @@ from visionpipe.video.sinks import JsonlSink, VideoFileSink
 
 def result(i: int, size=(433, 769)) -> FrameResult:
     image = np.full((*size, 3), (i * 10) % 256, np.uint8)
-    dets = Detections(xyxy=[[10, 20, 110, 220]], confidence=[0.9], class_id=[0], tracker_id=[7], class_names=("person",))
+    dets = Detections(
+        xyxy=[[10, 20, 110, 220]], confidence=[0.9], class_id=[0], tracker_id=[7], class_names=("person",)
+    )
     return FrameResult(Frame(i, image, i / 10, 0.0), dets, None, 0.05)
 
 
@@ -68,5 +70,11 @@ def test_jsonl_sink_writes_one_line_per_frame_with_track_ids(tmp_path):
     sink.close()
     lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 1, 2]
-    assert lines[1]["detections"][0] == {"box": [10.0, 20.0, 110.0, 220.0], "score": 0.9, "class_id": 0, "class_name": "person", "track_id": 7}
+    assert lines[1]["detections"][0] == {
+        "box": [10.0, 20.0, 110.0, 220.0],
+        "score": 0.9,
+        "class_id": 0,
+        "class_name": "person",
+        "track_id": 7,
+    }
     assert lines[2]["latency_ms"] == 50.0 and lines[0]["error"] is None

@@ -325,7 +325,9 @@ def test_network_stream_that_never_opens_fails_without_raising():
     world = FakeWorld("", opens=[False] * 10)
     sleep = RecordingSleep()
     policy = ReconnectPolicy(max_attempts=2)
-    source = CaptureSource("udp://239.0.0.1:1234", reconnect=policy, clock=FakeClock(), sleep=sleep, opener=world.opener)
+    source = CaptureSource(
+        "udp://239.0.0.1:1234", reconnect=policy, clock=FakeClock(), sleep=sleep, opener=world.opener
+    )
     source.open()
     assert source.state is S.FAILED and "could not" in source.failure
     assert len(sleep.delays) == 2 and source.read() is None

@@ -32,7 +32,9 @@ def frame(objects, rng=None, shuffle=False) -> Detections:
         objects = [objects[i] for i in rng.permutation(len(objects))]
     if not objects:
         return Detections(
-            xyxy=np.zeros((0, 4)), confidence=np.zeros(0), class_id=np.zeros(0, np.int64),
+            xyxy=np.zeros((0, 4)),
+            confidence=np.zeros(0),
+            class_id=np.zeros(0, np.int64),
             data={"gt": np.zeros(0, np.int64)},
         )
     return Detections(
@@ -147,9 +149,7 @@ def test_short_occlusion_keeps_id():
 
 def test_occlusion_longer_than_max_lost_gets_new_id():
     tracker = ByteTracker(max_lost=3)
-    outputs = [
-        tracker.update(frame([] if 10 <= f < 15 else [(box(5 * f, 50), 0.9, 0, 0)])) for f in range(20)
-    ]
+    outputs = [tracker.update(frame([] if 10 <= f < 15 else [(box(5 * f, 50), 0.9, 0, 0)])) for f in range(20)]
     # last seen on frame 9; 5 missed frames > 3: deleted at the end of frame 13. Frame 15 starts
     # a tentative track (not returned), confirmed on frame 16 with the next id, 2.
     assert len(outputs[15]) == 0
@@ -279,7 +279,7 @@ def test_ids_start_at_one_and_are_never_reused():
             objects = [(box(500, 500), 0.9, 0, 9)]  # a one-frame false positive: no id used up
         elif 20 <= f < 25:
             objects = [(box(200, 0), 0.9, 0, 1)]
-        elif 30 <= f:
+        elif f >= 30:
             objects = [(box(0, 0), 0.9, 0, 0)]  # object 0 back after its track was deleted
         else:
             objects = []
@@ -469,8 +469,14 @@ def random_video(draw):
         for _ in range(n):
             x = draw(st.integers(0, 4)) * 30.0
             y = draw(st.integers(0, 2)) * 30.0
-            rows.append(([x, y, x + 40, y + 40], draw(st.sampled_from([0.05, 0.3, 0.55, 0.7, 0.95])),
-                         draw(st.integers(0, 1)), 0))
+            rows.append(
+                (
+                    [x, y, x + 40, y + 40],
+                    draw(st.sampled_from([0.05, 0.3, 0.55, 0.7, 0.95])),
+                    draw(st.integers(0, 1)),
+                    0,
+                )
+            )
         frames.append(rows)
     return frames
 
@@ -486,8 +492,10 @@ def test_tracker_invariants(video):
         out = tracker.update(dets)
         # a subset of the input rows, in input order, with the input's own boxes
         if len(out):
-            matches = [np.flatnonzero((dets.xyxy == b).all(axis=1) & (dets.confidence == c))
-                       for b, c in zip(out.xyxy, out.confidence)]
+            matches = [
+                np.flatnonzero((dets.xyxy == b).all(axis=1) & (dets.confidence == c))
+                for b, c in zip(out.xyxy, out.confidence)
+            ]
             assert all(len(m) for m in matches)
         assert (out.confidence >= tracker.low_threshold).all()
         ids = out.tracker_id.tolist()

@@ -37,7 +37,10 @@ def test_each_person_keeps_one_track_id_while_visible(asset):
 
     with Pipeline({"model": asset("models/yolox_nano_416_coco.onnx"), "family": "yolox"}, conf=0.3) as pipeline:
         stats = VideoProcessor(
-            pipeline, CaptureSource(asset("video/one-by-one-person-detection.mp4")), policy="wait", tracker=ByteTracker()
+            pipeline,
+            CaptureSource(asset("video/one-by-one-person-detection.mp4")),
+            policy="wait",
+            tracker=ByteTracker(),
         ).run(keep)
 
     assert stats.processed == 1394 and stats.errors == 0

@@ -167,7 +167,9 @@ def live(asset):
 
     with Pipeline(model, conf=CONF) as pipeline:
         source = CaptureSource(asset(CLIP))
-        processor = VideoProcessor(pipeline, source, policy="drop_oldest", buffer_size=BUFFER, realtime=True, speed=SPEED)
+        processor = VideoProcessor(
+            pipeline, source, policy="drop_oldest", buffer_size=BUFFER, realtime=True, speed=SPEED
+        )
         tracemalloc.start()
         try:
             stats = processor.run(on_result)

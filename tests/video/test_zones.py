@@ -224,9 +224,7 @@ def test_untracked_detections_raise_typed_error():
     assert [a.tolist() for a in line.update(Detections.empty())] == [[], []]
 
 
-@pytest.mark.parametrize(
-    "args", [((0, 0), (0, 0)), ((0, 0), (1, float("nan"))), ((0, 0, 0), (1, 1))]
-)
+@pytest.mark.parametrize("args", [((0, 0), (0, 0)), ((0, 0), (1, float("nan"))), ((0, 0, 0), (1, 1))])
 def test_bad_lines_raise(args):
     with pytest.raises(ZoneError):
         LineCounter(*args)
@@ -283,20 +281,22 @@ def test_points_in_polygon_matches_opencv():
     points = rng.uniform(-10, 110, (2000, 2))
     for polygon in polygons:
         expected = np.array(
-            [cv2.pointPolygonTest(polygon.reshape(-1, 1, 2), (float(x), float(y)), False) >= 0
-             for x, y in points]
+            [cv2.pointPolygonTest(polygon.reshape(-1, 1, 2), (float(x), float(y)), False) >= 0 for x, y in points]
         )
         np.testing.assert_array_equal(points_in_polygon(points, polygon.astype(np.float64)), expected)
 
 
 def test_zone_mask_count_and_dwell():
     zone = PolygonZone(SQUARE)  # bottom_center anchor
+
     # boxes 20x20: anchor = (x, bottom). Track 1 inside, track 2 outside, track 3 inside then out
     def dets(anchors, ids):
         a = np.asarray(anchors, np.float64)
         return Detections(
             xyxy=np.stack([a[:, 0] - 10, a[:, 1] - 20, a[:, 0] + 10, a[:, 1]], axis=1),
-            confidence=np.full(len(a), 0.9), class_id=np.zeros(len(a), np.int64), tracker_id=ids,
+            confidence=np.full(len(a), 0.9),
+            class_id=np.zeros(len(a), np.int64),
+            tracker_id=ids,
         )
 
     mask = zone.update(dets([(50, 50), (150, 50), (10, 90)], [1, 2, 3]))

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-MODEL_HELP = "A spec file (.yaml/.json), a model file (.onnx), or a built-in model's name (see `visionpipe models list`)."
+MODEL_HELP = (
+    "A spec file (.yaml/.json), a model file (.onnx), or a built-in model's name (see `visionpipe models list`)."
+)
 FUSION_HELP = "How an ensemble's detections are fused: wbf, nms, soft-nms, nmw or vote."
 WEIGHTS_HELP = "Per-model weights for fusion, comma-separated in --model order (e.g. 2,1)."
 
@@ -34,7 +36,9 @@ def build_pipeline(models: list[str], fusion, weights: str | None, fusion_iou: f
     """The Pipeline the shared model flags describe: one model, or an ensemble of several."""
     from visionpipe.pipeline import Pipeline
 
-    return Pipeline(model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options)
+    return Pipeline(
+        model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options
+    )
 
 
 def annotated_images(images: Path, annotations: Path, ground_truth: dict | None = None) -> list[Path]:
@@ -56,7 +60,9 @@ def parse_weights(weights: str | None) -> list[float] | None:
     try:
         return [float(w) for w in weights.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"expected numbers separated by commas, got {weights!r}", param_hint="--weights") from None
+        raise typer.BadParameter(
+            f"expected numbers separated by commas, got {weights!r}", param_hint="--weights"
+        ) from None
 
 
 def parse_classes(classes: str | None) -> list[int | str] | None:

@@ -41,20 +41,30 @@ def detect(
     ),
     fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    fusion_iou: float | None = typer.Option(None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."),
+    fusion_iou: float | None = typer.Option(
+        None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."
+    ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     out: Path = typer.Option(Path("visionpipe-out"), "--out", "-o", help="Output folder."),
     formats: list[OutputFormat] = typer.Option(
         [OutputFormat.coco, OutputFormat.jsonl], "--format", "-f", help="Output format; repeat for several."
     ),
     save_images: bool = typer.Option(False, "--save-images", help="Also write annotated images to OUT/annotated/."),
-    conf: float | None = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."),
+    conf: float | None = typer.Option(
+        None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."
+    ),
     iou: float | None = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
-    classes: str | None = typer.Option(None, "--classes", help="Keep only these classes: names or ids, comma-separated."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Keep only these classes: names or ids, comma-separated."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt."),
     annotations: Path | None = typer.Option(
-        None, "--annotations", exists=True, dir_okay=False, help="COCO json whose image and category ids the COCO output uses."
+        None,
+        "--annotations",
+        exists=True,
+        dir_okay=False,
+        help="COCO json whose image and category ids the COCO output uses.",
     ),
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1, help="Reject images with more pixels than this."),
 ) -> None:
@@ -143,4 +153,3 @@ def detect(
     )
     if failures:
         raise typer.Exit(2)
-

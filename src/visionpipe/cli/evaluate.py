@@ -30,16 +30,22 @@ def evaluate(
     model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble."),
     fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
-    fusion_iou: float | None = typer.Option(None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."),
+    fusion_iou: float | None = typer.Option(
+        None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."
+    ),
     images: Path = typer.Option(..., "--images", exists=True, help="Folder (or file list) of the annotated images."),
     annotations: Path = typer.Option(..., "--annotations", exists=True, dir_okay=False, help="COCO annotation json."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     conf: float = typer.Option(0.01, "--conf", min=0.0, max=1.0, help="Score threshold (low, as evaluation wants)."),
-    iou: float | None = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (model default if omitted)."),
+    iou: float | None = typer.Option(
+        None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (model default if omitted)."
+    ),
     max_det: int = typer.Option(300, "--max-det", min=1, help="Detections kept per image."),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
-    save_detections: Path | None = typer.Option(None, "--save-detections", help="Write the scored COCO results JSON here."),
+    save_detections: Path | None = typer.Option(
+        None, "--save-detections", help="Write the scored COCO results JSON here."
+    ),
 ) -> None:
     from visionpipe.evaluation import coco_records, load_annotations, score_records
     from visionpipe.io.formats import atomic_open
@@ -76,10 +82,17 @@ def evaluate(
 
     summary = {"model": pipeline.name, "annotations": str(annotations), "conf": conf, **evaluation.summary()}
     if pipeline.is_ensemble:
-        summary["fusion"] = {"method": pipeline.fusion.method.value, "weights": pipeline.fusion.weights, "iou": pipeline.fusion.iou_threshold}
+        summary["fusion"] = {
+            "method": pipeline.fusion.method.value,
+            "weights": pipeline.fusion.weights,
+            "iou": pipeline.fusion.iou_threshold,
+        }
         summary["members"] = {}
         for member in pipeline.members:
-            alone = [replace(r, detections=r.members.get(member.name), error=r.member_errors.get(member.name)) for r in results]
+            alone = [
+                replace(r, detections=r.members.get(member.name), error=r.member_errors.get(member.name))
+                for r in results
+            ]
             member_records, member_ids, _ = coco_records(alone, ground_truth, pipeline.class_names)
             scored = score_records(member_records, ground_truth, member_ids)
             summary["members"][member.name] = {"mAP@.5:.95": scored.map_50_95, "mAP@.5": scored.map_50}

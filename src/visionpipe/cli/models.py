@@ -55,7 +55,9 @@ def inspect(
     table.add_row("family", family or f"[red]none[/red] ({family_note})")
     table.add_row("input size", str(input_size))
     table.add_row("classes", str(classes))
-    table.add_row("dynamic batch", "yes" if info["dynamic_batch"] else "no (runs one batch of the fixed size at a time)")
+    table.add_row(
+        "dynamic batch", "yes" if info["dynamic_batch"] else "no (runs one batch of the fixed size at a time)"
+    )
     for t in info["inputs"]:
         table.add_row("input", f"{t['name']} {t['shape']} {t['dtype']}")
     for t in info["outputs"]:

@@ -32,26 +32,51 @@ def optimize(
     out: Path = typer.Option(..., "--out", help="Folder for the optimized models and optimize.json."),
     int8: bool = typer.Option(False, "--int8", help="Static int8 (QDQ) with --calibration images, else dynamic int8."),
     int8_dynamic: bool = typer.Option(False, "--int8-dynamic", help="Also write a dynamic (weights-only) int8 model."),
-    calibration: Path | None = typer.Option(None, "--calibration", exists=True, help="Calibration images (folder, glob list or file list)."),
-    calibration_count: int = typer.Option(32, "--calibration-count", min=1, help="Calibration images used, the first N."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", exists=True, help="Calibration images (folder, glob list or file list)."
+    ),
+    calibration_count: int = typer.Option(
+        32, "--calibration-count", min=1, help="Calibration images used, the first N."
+    ),
     method: str = typer.Option("minmax", "--method", help="Calibration method: minmax, entropy or percentile."),
     fp16: bool = typer.Option(False, "--fp16", help="Write an fp16 model (float32 inputs and outputs kept)."),
-    prune: float | None = typer.Option(None, "--prune", min=0.0, max=0.99, help="Magnitude-prune conv/linear weights to this sparsity."),
-    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Write a copy with a dynamic batch axis (checked: batch 8 = 8 single runs)."),
+    prune: float | None = typer.Option(
+        None, "--prune", min=0.0, max=0.99, help="Magnitude-prune conv/linear weights to this sparsity."
+    ),
+    dynamic_batch: bool = typer.Option(
+        False, "--dynamic-batch", help="Write a copy with a dynamic batch axis (checked: batch 8 = 8 single runs)."
+    ),
     simplify: bool = typer.Option(False, "--simplify", help="Write an onnxslim-simplified copy (outputs checked)."),
-    validate: Path | None = typer.Option(None, "--validate", exists=True, dir_okay=False, help="COCO annotation json to score every variant against."),
+    validate: Path | None = typer.Option(
+        None, "--validate", exists=True, dir_okay=False, help="COCO annotation json to score every variant against."
+    ),
     images: Path | None = typer.Option(None, "--images", exists=True, help="The annotated validation images."),
-    max_map_drop: float = typer.Option(0.01, "--max-map-drop", help="Static int8: keep sensitive layers at higher precision until the mAP@.5:.95 drop is within this."),
-    max_size_ratio: float | None = typer.Option(None, "--max-size-ratio", min=0.01, help="Static int8: keep the file within this fraction of the original's size."),
-    keep_sensitive: str = typer.Option("int16", "--keep-sensitive", help="Static int8: sensitive layers get 16-bit activations (int16, file stays small) or stay float."),
+    max_map_drop: float = typer.Option(
+        0.01,
+        "--max-map-drop",
+        help="Static int8: keep sensitive layers at higher precision until the mAP@.5:.95 drop is within this.",
+    ),
+    max_size_ratio: float | None = typer.Option(
+        None,
+        "--max-size-ratio",
+        min=0.01,
+        help="Static int8: keep the file within this fraction of the original's size.",
+    ),
+    keep_sensitive: str = typer.Option(
+        "int16",
+        "--keep-sensitive",
+        help="Static int8: sensitive layers get 16-bit activations (int16, file stays small) or stay float.",
+    ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
 ) -> None:
-    from visionpipe.models.loader import load_model
     from visionpipe.io.formats import atomic_open
+    from visionpipe.models.loader import load_model
     from visionpipe.optimize.quantize import _model_path
 
     if not any((int8, int8_dynamic, fp16, prune is not None, dynamic_batch, simplify)):
-        raise typer.BadParameter("choose at least one of --int8, --int8-dynamic, --fp16, --prune, --dynamic-batch, --simplify")
+        raise typer.BadParameter(
+            "choose at least one of --int8, --int8-dynamic, --fp16, --prune, --dynamic-batch, --simplify"
+        )
     if (validate is None) != (images is None):
         raise typer.BadParameter("--validate and --images go together", param_hint="--validate")
     source = load_model(resolve_model_source(model), family=family)
@@ -104,7 +129,9 @@ def optimize(
     if prune is not None:
         attempt("pruned", lambda: _prune(source, out / f"{stem}_pruned{round(prune * 100)}.onnx", prune, record))
     if dynamic_batch:
-        attempt("dynamic-batch", lambda: _dynamic_batch(source, source_path, out / f"{stem}_dynamic_batch.onnx", record))
+        attempt(
+            "dynamic-batch", lambda: _dynamic_batch(source, source_path, out / f"{stem}_dynamic_batch.onnx", record)
+        )
     if simplify:
         attempt("simplified", lambda: _simplify(source, source_path, out / f"{stem}_slim.onnx", record))
 
@@ -187,11 +214,16 @@ def _static_int8(source, calibration, count, method, val, validate, limits: dict
         kept_as=report.kept_as,
         **{"mAP@.5:.95": report.int8_map, "fp32 mAP@.5:.95": report.fp32_map},
         excluded_nodes=report.excluded_nodes,
-        attempts=[{"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count} for a in report.attempts],
+        attempts=[
+            {"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count} for a in report.attempts
+        ],
         skipped_calibration_images=len(report.skipped_calibration_images),
     )
     if not report.met_tolerance:
-        typer.echo(f"int8: no attempt met --max-map-drop {limits['max_map_drop']} (and --max-size-ratio); kept the most accurate one", err=True)
+        typer.echo(
+            f"int8: no attempt met --max-map-drop {limits['max_map_drop']} (and --max-size-ratio); kept the most accurate one",
+            err=True,
+        )
 
 
 def _score(source, rows: list[dict], images: list[Path], annotations: Path) -> None:
@@ -205,18 +237,28 @@ def _score(source, rows: list[dict], images: list[Path], annotations: Path) -> N
             continue
         scored = _evaluate(_with_file(source, Path(row["path"])), paths, annotations, 0.01, 8).map_50_95
         row["mAP@.5:.95"], row["fp32 mAP@.5:.95"] = scored, baseline
-        typer.echo(f"{row['variant']}: mAP@.5:.95 {scored:.4f} (fp32 {baseline:.4f}, drop {baseline - scored:+.4f})", err=True)
+        typer.echo(
+            f"{row['variant']}: mAP@.5:.95 {scored:.4f} (fp32 {baseline:.4f}, drop {baseline - scored:+.4f})", err=True
+        )
 
 
 def benchmark(
     models: list[str] = typer.Argument(..., help="Models to compare; the first is the baseline of every ratio."),
-    images: Path = typer.Option(..., "--images", exists=True, help="Images to time on (and score, with --annotations)."),
-    annotations: Path | None = typer.Option(None, "--annotations", exists=True, dir_okay=False, help="COCO json: adds mAP."),
-    out: Path = typer.Option(Path("benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, benchmark.png."),
+    images: Path = typer.Option(
+        ..., "--images", exists=True, help="Images to time on (and score, with --annotations)."
+    ),
+    annotations: Path | None = typer.Option(
+        None, "--annotations", exists=True, dir_okay=False, help="COCO json: adds mAP."
+    ),
+    out: Path = typer.Option(
+        Path("benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, benchmark.png."
+    ),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes to time, comma-separated."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed runs per batch size."),
     repeats: int = typer.Option(30, "--repeats", min=1, help="Timed runs per batch size."),
-    rounds: int = typer.Option(1, "--rounds", min=1, help="Interleaved passes over all models; each reports its median-p50 pass."),
+    rounds: int = typer.Option(
+        1, "--rounds", min=1, help="Interleaved passes over all models; each reports its median-p50 pass."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt."),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: its default)."),
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Use only the first N images."),
@@ -229,7 +271,9 @@ def benchmark(
     try:
         batch_sizes = tuple(int(b) for b in batch.split(",") if b.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected integers separated by commas, got {batch!r}", param_hint="--batch") from None
+        raise typer.BadParameter(
+            f"expected integers separated by commas, got {batch!r}", param_hint="--batch"
+        ) from None
     paths = annotated_images(images, annotations) if annotations else expand_sources([str(images)])
     paths = paths[:max_images] if max_images else paths
     config = BenchmarkConfig(

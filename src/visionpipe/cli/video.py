@@ -26,15 +26,27 @@ def video(
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write an annotated MP4 here."),
     jsonl: Path | None = typer.Option(None, "--jsonl", help="Write one JSON line per processed frame here."),
-    policy: BufferPolicy = typer.Option(BufferPolicy.WAIT, "--policy", help="When the buffer is full: wait, drop_oldest or drop_latest."),
+    policy: BufferPolicy = typer.Option(
+        BufferPolicy.WAIT, "--policy", help="When the buffer is full: wait, drop_oldest or drop_latest."
+    ),
     buffer_size: int = typer.Option(8, "--buffer", min=1, help="Frames the buffer holds."),
     stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
-    max_fps: float | None = typer.Option(None, "--max-fps", min=0.001, help="Process at most this many frames per second."),
-    realtime: bool = typer.Option(False, "--realtime", help="Play a file at its own frame rate (as a live source would)."),
-    speed: float = typer.Option(1.0, "--speed", min=0.01, help="With --realtime: play at this multiple of the file's rate."),
+    max_fps: float | None = typer.Option(
+        None, "--max-fps", min=0.001, help="Process at most this many frames per second."
+    ),
+    realtime: bool = typer.Option(
+        False, "--realtime", help="Play a file at its own frame rate (as a live source would)."
+    ),
+    speed: float = typer.Option(
+        1.0, "--speed", min=0.01, help="With --realtime: play at this multiple of the file's rate."
+    ),
     track: bool = typer.Option(False, "--track", help="Track objects across frames (ByteTrack) and give them ids."),
-    line: str | None = typer.Option(None, "--line", help="Count tracks crossing the segment x1,y1,x2,y2 (implies --track)."),
-    conf: float | None = typer.Option(None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."),
+    line: str | None = typer.Option(
+        None, "--line", help="Count tracks crossing the segment x1,y1,x2,y2 (implies --track)."
+    ),
+    conf: float | None = typer.Option(
+        None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."
+    ),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:

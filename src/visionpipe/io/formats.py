@@ -183,8 +183,12 @@ class CsvWriter(ResultWriter):
             self.csv.writerow([result.image_id, result.source, "", "", "", "", "", "", "", error_text(result.error)])
             return
         dets = result.detections
-        for box, score, cls, name in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names):
-            self.csv.writerow([result.image_id, result.source, *[f"{v:.3f}" for v in box], f"{score:.5f}", cls, name, ""])
+        for box, score, cls, name in zip(
+            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names
+        ):
+            self.csv.writerow(
+                [result.image_id, result.source, *[f"{v:.3f}" for v in box], f"{score:.5f}", cls, name, ""]
+            )
 
     def close(self) -> None:
         self.file.publish()

@@ -56,7 +56,9 @@ def decode_image(source: ImageInput, limits: DecodeLimits = DEFAULT_LIMITS) -> n
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > limits.max_bytes:
-            raise ImageDecodeError(describe_source(source), f"{len(data)} bytes exceeds the limit of {limits.max_bytes}")
+            raise ImageDecodeError(
+                describe_source(source), f"{len(data)} bytes exceeds the limit of {limits.max_bytes}"
+            )
         return _from_bytes(data, describe_source(source), limits)
     raise ImageDecodeError(describe_source(source), "unsupported input type (give a path, bytes or a NumPy array)")
 
@@ -92,7 +94,9 @@ def _from_bytes(data: bytes, name: str, limits: DecodeLimits) -> np.ndarray:
     if image is None or image.size == 0:
         raise ImageDecodeError(name, "not a decodable image (corrupt, truncated or unsupported format)")
     if image.shape[0] * image.shape[1] > limits.max_pixels:  # formats whose header Pillow cannot read
-        raise ImageDecodeError(name, f"{image.shape[1]}x{image.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP")
+        raise ImageDecodeError(
+            name, f"{image.shape[1]}x{image.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP"
+        )
     return _to_bgr8(image, name)
 
 
@@ -134,7 +138,8 @@ def _check_header(data: bytes, name: str, limits: DecodeLimits) -> None:
         return  # not a format Pillow reads; OpenCV decides, and the size is checked after decoding
     if width * height > limits.max_pixels:
         raise ImageDecodeError(
-            name, f"{width}x{height} = {width * height / 1e6:.1f} MP exceeds the limit of {limits.max_pixels / 1e6:g} MP"
+            name,
+            f"{width}x{height} = {width * height / 1e6:.1f} MP exceeds the limit of {limits.max_pixels / 1e6:g} MP",
         )
 
 
@@ -155,7 +160,9 @@ def _from_array(array: np.ndarray, limits: DecodeLimits) -> np.ndarray:
     if array.ndim not in (2, 3):
         raise ImageDecodeError(name, "expected HxW, HxWx3 (BGR) or HxWx4 (BGRA)")
     if array.shape[0] * array.shape[1] > limits.max_pixels:
-        raise ImageDecodeError(name, f"{array.shape[1]}x{array.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP")
+        raise ImageDecodeError(
+            name, f"{array.shape[1]}x{array.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP"
+        )
     if array.dtype not in (np.uint8, np.uint16):
         raise ImageDecodeError(name, "arrays must be uint8 or uint16")
     return _to_bgr8(array, name)

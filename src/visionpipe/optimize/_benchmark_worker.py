@@ -139,7 +139,9 @@ class _Job:
                 continue
             tensors.append(tensor.astype(dtype, copy=False))
         if not tensors:
-            raise BenchmarkError(f"none of the {len(config.images)} images could be used: {problems[0] if problems else ''}")
+            raise BenchmarkError(
+                f"none of the {len(config.images)} images could be used: {problems[0] if problems else ''}"
+            )
         return tensors
 
     def time_batch(self, backend, tensors: list, batch: int) -> BatchLatency:
@@ -220,17 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     job_path, out = Path(args[0]), Path(args[1])
     try:
         job = _Job(json.loads(job_path.read_text(encoding="utf-8")), out)
-    except Exception as exc:  # noqa: BLE001 - a bad job file is reported, not raised
+    except Exception as exc:
         sys.stderr.write(f"cannot read the benchmark job {job_path}: {type(exc).__name__}: {exc}\n")
         return 2
     try:
         job.run()
-    except Exception as exc:  # noqa: BLE001 - every failure becomes the row's error
+    except Exception as exc:
         text = str(exc).strip() or type(exc).__name__
         job.row["error"] = f"{job.stage}: {type(exc).__name__}: {text}"[:4000]
         try:
             job.save()
-        except Exception as save_exc:  # noqa: BLE001
+        except Exception as save_exc:
             sys.stderr.write(f"cannot write {out}: {save_exc}\n")
         sys.stderr.write(f"{job.row['error']}\n")
         return 1

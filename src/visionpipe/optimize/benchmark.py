@@ -357,7 +357,12 @@ class BenchmarkReport:
                 name += " ¹"
             if row.error is not None:
                 name += " ²"
-            cells = [name, _fmt(_mib(row.size_bytes), ".2f"), _fmt(self.size_ratio(row), ".2f", "×"), _fmt(row.load_ms, ".0f")]
+            cells = [
+                name,
+                _fmt(_mib(row.size_bytes), ".2f"),
+                _fmt(self.size_ratio(row), ".2f", "×"),
+                _fmt(row.load_ms, ".0f"),
+            ]
             for b in sizes:
                 lat = row.latency_at(b)
                 cells.append("—" if lat is None else f"{lat.p50_ms:.2f} / {lat.p95_ms:.2f} / {lat.p99_ms:.2f}")
@@ -404,8 +409,12 @@ class BenchmarkReport:
         if points:
             for k, (row, lat) in enumerate(points):
                 is_base = row is self.baseline
-                ax.scatter(lat.p50_ms, row.map_50_95, s=60, marker="*" if is_base else "o", zorder=3, color=f"C{k % 10}")
-                ax.annotate(row.name, (lat.p50_ms, row.map_50_95), textcoords="offset points", xytext=(6, 5), fontsize=9)
+                ax.scatter(
+                    lat.p50_ms, row.map_50_95, s=60, marker="*" if is_base else "o", zorder=3, color=f"C{k % 10}"
+                )
+                ax.annotate(
+                    row.name, (lat.p50_ms, row.map_50_95), textcoords="offset points", xytext=(6, 5), fontsize=9
+                )
             ax.set_xlabel(f"p50 latency at batch {small} (ms, backend inference only)")
             ax.set_ylabel("mAP@.5:.95")
             ax.grid(True, alpha=0.3)
@@ -544,7 +553,9 @@ def run_variant(
         row.error = f"timed out after {config.timeout:g} s{stage}"
     elif row.error is None and (outcome.returncode != 0 or not written):
         missing = "" if written else " without writing a result"
-        row.error = f"worker {_exit_reason(outcome.returncode)}{missing}" + (f": {outcome.tail}" if outcome.tail else "")
+        row.error = f"worker {_exit_reason(outcome.returncode)}{missing}" + (
+            f": {outcome.tail}" if outcome.tail else ""
+        )
     if row.size_bytes is None:
         path = row.model_path or (label if Path(label).suffix.lower() == ".onnx" else None)
         if path is not None and Path(path).is_file():
@@ -683,7 +694,7 @@ def external_data_files(path: str | os.PathLike) -> list[Path]:
         import onnx
 
         model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not ONNX, or corrupt: the file alone is its size
+    except Exception:
         return []
     base = Path(path).parent
     found: dict[Path, None] = {}
@@ -778,7 +789,11 @@ def collect_environment(device: str = "cpu") -> dict[str, Any]:
 def _gpu_name() -> str | None:
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=False
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -840,7 +855,9 @@ class _ProgressDisplay:
         self.name = name
         if self.progress is not None:
             steps = 1 + len(self.config.batch_sizes) + (1 if self.config.annotations else 0)
-            self.progress.reset(self.current, total=steps, completed=0, description=name, stage="starting", visible=True)
+            self.progress.reset(
+                self.current, total=steps, completed=0, description=name, stage="starting", visible=True
+            )
             self.progress.update(self.overall, stage=name)
 
     def event(self, stage: str, event: dict[str, Any]) -> None:
@@ -862,11 +879,15 @@ class _ProgressDisplay:
             self.progress.update(self.current, visible=False)
             self.progress.update(self.overall, advance=1)
             if row.error is not None:
-                self.progress.console.print(f"[red]{row.name} failed:[/red] {_first_line(row.error)}", markup=True, highlight=False)
+                self.progress.console.print(
+                    f"[red]{row.name} failed:[/red] {_first_line(row.error)}", markup=True, highlight=False
+                )
         elif self.console is not None:
             status = f"failed: {_first_line(row.error)}" if row.error else "done"
             wall = f" in {row.wall_s:.1f} s" if row.wall_s is not None else ""
-            self.console.print(f"[{self.done}/{self.total}] {row.name}: {status}{wall}", markup=False, highlight=False, soft_wrap=True)
+            self.console.print(
+                f"[{self.done}/{self.total}] {row.name}: {status}{wall}", markup=False, highlight=False, soft_wrap=True
+            )
 
 
 # --------------------------------------------------------------------------------------------

@@ -217,15 +217,11 @@ def _image_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (0.9 * smooth + 0.1 * noise).astype(np.float32)
 
 
-def _made_up_inputs(
-    session, batch: int, batched: set[str], rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+def _made_up_inputs(session, batch: int, batched: set[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Inputs for ``session``: ``batch`` samples for inputs in ``batched``, symbolic dims at SYMBOLIC_SIZE."""
     feed = {}
     for info in session.get_inputs():
-        dims = [
-            d if isinstance(d, int) and d > 0 else SYMBOLIC_SIZE for d in info.shape
-        ]
+        dims = [d if isinstance(d, int) and d > 0 else SYMBOLIC_SIZE for d in info.shape]
         if info.name in batched and dims:
             dims[0] = batch
         dtype = _numpy_dtype(info.type)
@@ -268,10 +264,7 @@ def _compare(
     for name, g, w in zip(names, got, want):
         g, w = np.asarray(g), np.asarray(w)
         if g.shape != w.shape:
-            problem = (
-                problem
-                or f"output {name!r} has shape {g.shape} where {w.shape} was expected"
-            )
+            problem = problem or f"output {name!r} has shape {g.shape} where {w.shape} was expected"
             worst = float("inf")
             continue
         diff = _max_abs_diff(g, w)
@@ -283,10 +276,7 @@ def _compare(
             rtol=rtol,
             equal_nan=True,
         ):
-            problem = (
-                problem
-                or f"output {name!r} differs by up to {diff:.3g} (atol {atol}, rtol {rtol})"
-            )
+            problem = problem or f"output {name!r} differs by up to {diff:.3g} (atol {atol}, rtol {rtol})"
     return worst, problem
 
 
@@ -331,9 +321,7 @@ def export_torch(
     shape = _checked_input_shape(input_shape)
     out = Path(out_path)
     if out.is_dir():
-        raise OptimizationError(
-            f"out_path {out} is a directory; give a file name such as {out / 'model.onnx'}"
-        )
+        raise OptimizationError(f"out_path {out} is a directory; give a file name such as {out / 'model.onnx'}")
     was_training = module.training
     module.eval()
     try:
@@ -341,19 +329,11 @@ def export_torch(
         dummy = _random_input(torch, shape, seed=0, device=device)
         with torch.no_grad():
             reference = _flat_outputs(torch, module(dummy))
-        names = (
-            list(output_names)
-            if output_names
-            else [f"output{i}" for i in range(len(reference))]
-        )
+        names = list(output_names) if output_names else [f"output{i}" for i in range(len(reference))]
         if len(names) != len(reference):
-            raise OptimizationError(
-                f"{len(names)} output names given for a module with {len(reference)} outputs"
-            )
+            raise OptimizationError(f"{len(names)} output names given for a module with {len(reference)} outputs")
         with _staged(out) as staged:
-            _torchscript_export(
-                torch, module, dummy, staged, opset, input_name, names, dynamic_batch
-            )
+            _torchscript_export(torch, module, dummy, staged, opset, input_name, names, dynamic_batch)
             diffs: dict[int, float] = {}
             if verify:
                 batches = (1, 3) if dynamic_batch else (shape[0],)
@@ -388,9 +368,7 @@ def export_torch(
 def _checked_input_shape(input_shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 4 or any(d < 1 for d in shape):
-        raise ValueError(
-            f"input_shape must be (batch, channels, height, width) of positive sizes, got {input_shape}"
-        )
+        raise ValueError(f"input_shape must be (batch, channels, height, width) of positive sizes, got {input_shape}")
     return shape
 
 
@@ -418,9 +396,7 @@ def _flat_outputs(torch, outputs) -> list:
     )
 
 
-def _torchscript_export(
-    torch, module, dummy, target: Path, opset, input_name, names, dynamic_batch
-) -> None:
+def _torchscript_export(torch, module, dummy, target: Path, opset, input_name, names, dynamic_batch) -> None:
     """``torch.onnx.export`` with the TorchScript (tracing) exporter.
 
     Why not the default: since torch 2.9 ``torch.onnx.export`` defaults to ``dynamo=True``, the
@@ -464,9 +440,7 @@ def _torchscript_export(
                 **options,
             )
     except Exception as exc:  # tracing errors, unsupported operators at this opset, ...
-        raise OptimizationError(
-            f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        raise OptimizationError(f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _verify_export(
@@ -475,16 +449,12 @@ def _verify_export(
     try:
         session = _session(path)
     except Exception as exc:
-        raise OptimizationError(
-            f"the exported model does not load in onnxruntime: {first_line(exc)}"
-        ) from exc
+        raise OptimizationError(f"the exported model does not load in onnxruntime: {first_line(exc)}") from exc
     diffs: dict[int, float] = {}
     for batch in batches:
         sample = _random_input(torch, (batch, *shape[1:]), seed=batch, device=device)
         with torch.no_grad():
-            want = [
-                t.detach().cpu().numpy() for t in _flat_outputs(torch, module(sample))
-            ]
+            want = [t.detach().cpu().numpy() for t in _flat_outputs(torch, module(sample))]
         try:
             got = session.run(list(names), {input_name: sample.cpu().numpy()})
         except Exception as exc:
@@ -495,25 +465,12 @@ def _verify_export(
         diffs[batch], problem = _compare(names, got, want, atol, rtol)
         # Both agree when the module itself folds the batch (x.view(1, -1)), yet the ONNX file
         # declares a batch axis on every output: it must be there.
-        unbatched = [
-            f"{n!r} {tuple(g.shape)}"
-            for n, g in zip(names, got)
-            if g.ndim == 0 or g.shape[0] != batch
-        ]
+        unbatched = [f"{n!r} {tuple(g.shape)}" for n, g in zip(names, got) if g.ndim == 0 or g.shape[0] != batch]
         if unbatched and batch != shape[0]:
-            problem = (
-                problem
-                or f"outputs without a batch axis of {batch}: {', '.join(unbatched)}"
-            )
+            problem = problem or f"outputs without a batch axis of {batch}: {', '.join(unbatched)}"
         if problem:
-            hint = (
-                _batch_hint(shape[0], batch)
-                if batch != shape[0]
-                else "check for operators exported inexactly"
-            )
-            raise OptimizationError(
-                f"the exported model does not match the module at batch {batch}: {problem}; {hint}"
-            )
+            hint = _batch_hint(shape[0], batch) if batch != shape[0] else "check for operators exported inexactly"
+            raise OptimizationError(f"the exported model does not match the module at batch {batch}: {problem}; {hint}")
     return diffs
 
 
@@ -561,9 +518,7 @@ def make_batch_dynamic(
     model = _load_onnx(source, f"make the batch dynamic of {source}")
     out = _check_out_path(source, out_path)
     if verify_batch < 2:
-        raise ValueError(
-            f"verify_batch must be at least 2 to test batching, got {verify_batch}"
-        )
+        raise ValueError(f"verify_batch must be at least 2 to test batching, got {verify_batch}")
     if not model.graph.input:
         raise OptimizationError(f"{source} has no inputs")
     first_dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -578,11 +533,7 @@ def make_batch_dynamic(
         if fixed_batch is None:  # symbolic or unknown already: nothing to rewrite
             shutil.copyfile(source, staged)
             changed_inputs, changed_outputs, cleared = [], [], 0
-            batched = {
-                i.name
-                for i in model.graph.input
-                if _first_dim_symbolic(i, batch_dim.dim_param)
-            }
+            batched = {i.name for i in model.graph.input if _first_dim_symbolic(i, batch_dim.dim_param)}
         else:
             changed_inputs = _symbolic_batch(model.graph.input, fixed_batch)
             changed_outputs = _symbolic_batch(model.graph.output, fixed_batch)
@@ -604,9 +555,7 @@ def make_batch_dynamic(
                 rtol,
             )
         elif fixed_batch is not None and not changed_outputs:
-            raise _fixed_batch_error(
-                source, model, fixed_batch, "no output has a leading batch axis"
-            )
+            raise _fixed_batch_error(source, model, fixed_batch, "no output has a leading batch axis")
     return DynamicBatchResult(
         path=out,
         already_dynamic=fixed_batch is None,
@@ -624,9 +573,7 @@ def make_batch_dynamic(
 
 def _first_dim_symbolic(value_info, name: str) -> bool:
     dims = value_info.type.tensor_type.shape.dim
-    return (
-        bool(dims) and not dims[0].HasField("dim_value") and dims[0].dim_param == name
-    )
+    return bool(dims) and not dims[0].HasField("dim_value") and dims[0].dim_param == name
 
 
 def _symbolic_batch(values, fixed_batch: int) -> list[str]:
@@ -641,9 +588,7 @@ def _symbolic_batch(values, fixed_batch: int) -> list[str]:
     return changed
 
 
-def _verify_batching(
-    path, source, model, fixed_batch, batched, n, samples, atol, rtol
-) -> float:
+def _verify_batching(path, source, model, fixed_batch, batched, n, samples, atol, rtol) -> float:
     """Largest |batch of n - n single runs|; FixedBatchError when they differ or the batch fails."""
     try:
         session = _session(path)
@@ -675,15 +620,10 @@ def _verify_batching(
         ) from exc
     try:
         singles = [
-            session.run(
-                names, {k: v[i : i + 1] if k in batched else v for k, v in feed.items()}
-            )
-            for i in range(n)
+            session.run(names, {k: v[i : i + 1] if k in batched else v for k, v in feed.items()}) for i in range(n)
         ]
     except Exception as exc:  # a source fixed at a batch above 1
-        raise _fixed_batch_error(
-            source, model, fixed_batch, f"a batch of 1 fails: {_ort_message(exc)}", exc
-        ) from exc
+        raise _fixed_batch_error(source, model, fixed_batch, f"a batch of 1 fails: {_ort_message(exc)}", exc) from exc
     want = [np.concatenate([run[k] for run in singles]) for k in range(len(names))]
     diff, problem = _compare(names, together, want, atol, rtol)
     if problem:
@@ -708,15 +648,9 @@ def _fixed_batch_error(
     if culprit is not None:
         nodes.append(culprit)
     batch = fixed_batch if fixed_batch is not None else 1
-    nodes += [
-        n
-        for n in batch_pinning_reshapes(model, batch)
-        if culprit is None or n[0] != culprit[0]
-    ]
+    nodes += [n for n in batch_pinning_reshapes(model, batch) if culprit is None or n[0] != culprit[0]]
     if fixed_batch is None:
-        message = (
-            f"{source.name} declares a dynamic batch but the graph fixes it: {what}"
-        )
+        message = f"{source.name} declares a dynamic batch but the graph fixes it: {what}"
     else:
         message = (
             f"{source.name}: the graph fixes the batch size at {fixed_batch}, "
@@ -728,8 +662,7 @@ def _fixed_batch_error(
         message += f"; outputs without a batch axis: {shapes}"
     if nodes:
         shown = ", ".join(
-            f"{op} {name!r}"
-            + (f" with constant shape {shape}" if shape is not None else "")
+            f"{op} {name!r}" + (f" with constant shape {shape}" if shape is not None else "")
             for name, op, shape in nodes[:4]
         )
         more = f" (+{len(nodes) - 4} more)" if len(nodes) > 4 else ""
@@ -744,10 +677,7 @@ def _leading_batch(value) -> bool:
 
 
 def _dims(value) -> list[int | str]:
-    return [
-        d.dim_value if d.HasField("dim_value") else d.dim_param
-        for d in value.type.tensor_type.shape.dim
-    ]
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
 
 
 def _node_named_by_ort(model, error: str) -> tuple[str, str, list[int] | None] | None:
@@ -762,16 +692,12 @@ def _node_named_by_ort(model, error: str) -> tuple[str, str, list[int] | None] |
         return (ort_name, op_type, None)
     node = max(candidates, key=lambda n: len(n.name))
     shape = (
-        _constant_values(model.graph).get(node.input[1])
-        if node.op_type == "Reshape" and len(node.input) > 1
-        else None
+        _constant_values(model.graph).get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
     )
     return (node.name, node.op_type, None if shape is None else [int(v) for v in shape])
 
 
-def batch_pinning_reshapes(
-    model, fixed_batch: int = 1
-) -> list[tuple[str, str, list[int]]]:
+def batch_pinning_reshapes(model, fixed_batch: int = 1) -> list[tuple[str, str, list[int]]]:
     """Reshape nodes on the data path from the inputs whose constant target shape fixes the batch.
 
     Two patterns: a shape with no ``-1`` and no ``0`` fixes the element count, so the batch (e.g.
@@ -787,11 +713,7 @@ def batch_pinning_reshapes(
     on_data_path = _data_path(graph)
     found = []
     for node in graph.node:
-        if (
-            node.op_type != "Reshape"
-            or len(node.input) < 2
-            or node.input[0] not in on_data_path
-        ):
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] not in on_data_path:
             continue
         shape = constants.get(node.input[1])
         if shape is None or shape.ndim != 1 or shape.size == 0:
@@ -807,9 +729,7 @@ def _constant_values(graph) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     # shape tensors are INT64 (TensorProto.INT64 == 7); other constants are of no interest here
-    values = {
-        t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == 7
-    }
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == 7}
     for node in graph.node:
         if node.op_type == "Constant":
             for attribute in node.attribute:
@@ -853,16 +773,12 @@ def simplify(
     try:
         import onnxslim
     except ImportError as exc:
-        raise OptimizationError(
-            "simplify needs onnxslim (a visionpipe dependency): pip install onnxslim"
-        ) from exc
+        raise OptimizationError("simplify needs onnxslim (a visionpipe dependency): pip install onnxslim") from exc
     try:
         # from the path: onnxslim may change a ModelProto it is given
         slim = onnxslim.slim(str(source))
     except Exception as exc:
-        raise OptimizationError(
-            f"onnxslim failed on {source}: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        raise OptimizationError(f"onnxslim failed on {source}: {type(exc).__name__}: {first_line(exc)}") from exc
     if slim is None:
         raise OptimizationError(f"onnxslim returned no model for {source}")
     with _staged(out) as staged:
@@ -879,16 +795,12 @@ def simplify(
     )
 
 
-def _verify_same_outputs(
-    source: Path, candidate: Path, atol: float, rtol: float
-) -> float:
+def _verify_same_outputs(source: Path, candidate: Path, atol: float, rtol: float) -> float:
     reference = _session(source)
     try:
         simplified = _session(candidate)
     except Exception as exc:
-        raise OptimizationError(
-            f"the simplified model of {source} does not load: {first_line(exc)}"
-        ) from exc
+        raise OptimizationError(f"the simplified model of {source} does not load: {first_line(exc)}") from exc
     names = [o.name for o in reference.get_outputs()]
     if [o.name for o in simplified.get_outputs()] != names:
         raise OptimizationError(
@@ -896,13 +808,9 @@ def _verify_same_outputs(
         )
     batched = {i.name for i in reference.get_inputs()}
     feed = _made_up_inputs(reference, 1, batched, np.random.default_rng(0))
-    diff, problem = _compare(
-        names, simplified.run(names, feed), reference.run(names, feed), atol, rtol
-    )
+    diff, problem = _compare(names, simplified.run(names, feed), reference.run(names, feed), atol, rtol)
     if problem:
-        raise OptimizationError(
-            f"the simplified model of {source} computes something else: {problem}"
-        )
+        raise OptimizationError(f"the simplified model of {source} computes something else: {problem}")
     return diff
 
 
@@ -910,9 +818,7 @@ def _verify_same_outputs(
 # OpenVINO
 
 
-def to_openvino(
-    source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: bool = False
-) -> OpenVinoResult:
+def to_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: bool = False) -> OpenVinoResult:
     """Convert an ONNX model to OpenVINO IR: ``<out_dir>/<source stem>.xml`` and ``.bin``.
 
     ``fp16`` stores the weights in half precision (OpenVINO computes in the device's own precision
@@ -922,9 +828,7 @@ def to_openvino(
     try:
         import openvino as ov
     except ImportError as exc:
-        raise MissingExtraError(
-            "openvino", "openvino", "OpenVINO IR conversion"
-        ) from exc
+        raise MissingExtraError("openvino", "openvino", "OpenVINO IR conversion") from exc
     source = Path(source)
     # a clear error for missing/corrupt files before OpenVINO's own
     _load_onnx(source, f"convert {source}")
@@ -967,9 +871,7 @@ def build_tensorrt_engine(
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise MissingExtraError(
-            "tensorrt", "tensorrt", "TensorRT engine build"
-        ) from exc
+        raise MissingExtraError("tensorrt", "tensorrt", "TensorRT engine build") from exc
     if _cuda_device_count() == 0:
         raise BackendUnavailableError(
             "a TensorRT engine build needs an NVIDIA GPU with a CUDA driver; none was found here"
@@ -978,9 +880,7 @@ def build_tensorrt_engine(
     model = _load_onnx(source, f"build a TensorRT engine from {source}")
     out = _check_out_path(source, out_path)
     if workspace_gb <= 0 or max_batch < 1:
-        raise ValueError(
-            f"workspace_gb must be positive and max_batch at least 1, got {workspace_gb}, {max_batch}"
-        )
+        raise ValueError(f"workspace_gb must be positive and max_batch at least 1, got {workspace_gb}, {max_batch}")
     if int8 and not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
         raise OptimizationError(
             f"{source} has no QuantizeLinear nodes: int8 engines need a QDQ model (quantize_static_int8), "
@@ -998,16 +898,12 @@ def build_tensorrt_engine(
         raise OptimizationError(f"TensorRT cannot parse {source}: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(
-        trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30))
-    )
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if int8:
         config.set_flag(trt.BuilderFlag.INT8)
-    profile_shapes = _optimization_profile(
-        network, max_batch, opt_batch or max_batch, image_size, source
-    )
+    profile_shapes = _optimization_profile(network, max_batch, opt_batch or max_batch, image_size, source)
     if profile_shapes:
         profile = builder.create_optimization_profile()
         for name, (low, opt, high) in profile_shapes.items():
@@ -1016,9 +912,7 @@ def build_tensorrt_engine(
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise OptimizationError(
-            f"TensorRT could not build an engine from {source} (see its log above)"
-        )
+        raise OptimizationError(f"TensorRT could not build an engine from {source} (see its log above)")
     with _staged(out) as staged, open(staged, "wb") as handle:
         handle.write(serialized)
     return TensorRtResult(

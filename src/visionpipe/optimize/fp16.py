@@ -144,15 +144,9 @@ class Fp16Conversion:
     source_size_bytes: int
     op_block_list: list[str]  # every op type asked to stay in float32
     blocked_op_types: list[str]  # those of them present in this model
-    float_nodes: (
-        int  # nodes of the source graph left computing in float32 (their op is blocked)
-    )
-    casts_added: (
-        int  # Cast nodes the conversion inserted around blocked ops and the I/O
-    )
-    retargeted_casts: (
-        int  # Cast(to=FLOAT) nodes fixed to float16 (see the module docstring)
-    )
+    float_nodes: int  # nodes of the source graph left computing in float32 (their op is blocked)
+    casts_added: int  # Cast nodes the conversion inserted around blocked ops and the I/O
+    retargeted_casts: int  # Cast(to=FLOAT) nodes fixed to float16 (see the module docstring)
     spec_path: Path | None = None
     # max over outputs of max|fp16 - fp32| / max|fp32| on the check input; None when not checked
     max_relative_error: float | None = None
@@ -163,11 +157,7 @@ class Fp16Conversion:
 
     @property
     def size_ratio(self) -> float:
-        return (
-            self.size_bytes / self.source_size_bytes
-            if self.source_size_bytes
-            else float("nan")
-        )
+        return self.size_bytes / self.source_size_bytes if self.source_size_bytes else float("nan")
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -196,11 +186,7 @@ def convert_fp16(
     action = f"convert {source_path} to fp16"
     source = _load_onnx(source_path, action)
     out = _check_out_path(source_path, out_path)
-    blocked = (
-        sorted(set(op_block_list))
-        if op_block_list is not None
-        else default_op_block_list()
-    )
+    blocked = sorted(set(op_block_list)) if op_block_list is not None else default_op_block_list()
 
     converted, retargeted = _convert(source, keep_io_types, blocked, action)
     source_ops = [node.op_type for node in source.graph.node]
@@ -296,9 +282,7 @@ def _convert(source, keep_io_types: bool, blocked: list[str], action: str):
                 op_block_list=blocked,
                 max_finite_val=MAX_FINITE_VALUE,
             )
-    except (
-        Exception
-    ) as exc:  # the converter raises ValueError, AttributeError, KeyError, ...
+    except Exception as exc:  # the converter raises ValueError, AttributeError, KeyError, ...
         raise OptimizationError(f"cannot {action}: {first_line(exc)}") from exc
     return converted, _retarget_float_casts(converted.graph)
 
@@ -310,10 +294,7 @@ def _retarget_float_casts(graph) -> int:
     declared = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
     retargeted = 0
     for node in graph.node:
-        if (
-            node.op_type != "Cast"
-            or declared.get(node.output[0]) != TensorProto.FLOAT16
-        ):
+        if node.op_type != "Cast" or declared.get(node.output[0]) != TensorProto.FLOAT16:
             continue
         for attribute in node.attribute:
             if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
@@ -329,9 +310,7 @@ def _clamped_weights_note(source) -> list[str]:
     for tensor in source.graph.initializer:
         if tensor.data_type == TensorProto.FLOAT:
             values = numpy_helper.to_array(tensor)
-            clamped += int(
-                np.count_nonzero(np.abs(values[np.isfinite(values)]) > MAX_FINITE_VALUE)
-            )
+            clamped += int(np.count_nonzero(np.abs(values[np.isfinite(values)]) > MAX_FINITE_VALUE))
     if not clamped:
         return []
     return [f"{clamped} weight values beyond ±{MAX_FINITE_VALUE:g} were clamped to it"]
@@ -341,18 +320,12 @@ def _clamped_weights_note(source) -> list[str]:
 # check
 
 
-def _check_input(
-    source, model: DetectionModel | None, image: ImageInput | None, action: str
-) -> np.ndarray:
+def _check_input(source, model: DetectionModel | None, image: ImageInput | None, action: str) -> np.ndarray:
     """A batch-1 input: ``image`` (or a synthetic one) through the model's preprocessing, or, for a
     model without a known configuration, the raw 0..255 pixels at the input's size."""
     if model is not None:
         height, width = model.input_hw
-        picture = (
-            decode_image(image)
-            if image is not None
-            else _synthetic_image(height, width)
-        )
+        picture = decode_image(image) if image is not None else _synthetic_image(height, width)
         tensor, _ = preprocess_image(picture, model.input_hw, model.preprocess)
         return tensor[None]
     from visionpipe.models.presets import DEFAULT_INPUT_SIZE
@@ -366,9 +339,7 @@ def _check_input(
         )
     height = shape[2] or DEFAULT_INPUT_SIZE[0]
     width = shape[3] or DEFAULT_INPUT_SIZE[1]
-    picture = (
-        decode_image(image) if image is not None else _synthetic_image(height, width)
-    )
+    picture = decode_image(image) if image is not None else _synthetic_image(height, width)
     import cv2
 
     picture = cv2.resize(picture, (width, height))
@@ -379,15 +350,11 @@ def _synthetic_image(height: int, width: int) -> np.ndarray:
     """Blurred seeded noise: smooth regions and edges, closer to a photo than white noise."""
     import cv2
 
-    noise = np.random.default_rng(0).integers(
-        0, 256, (height, width, 3), dtype=np.uint8
-    )
+    noise = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return cv2.GaussianBlur(noise, (0, 0), sigmaX=max(2.0, min(height, width) / 64))
 
 
-def _check(
-    staging: Path, source, converted, tensor: np.ndarray, action: str, notes: list[str]
-):
+def _check(staging: Path, source, converted, tensor: np.ndarray, action: str, notes: list[str]):
     """(max relative error, max activation) of the result on ``tensor``; raises when it fails.
 
     The result must load, run and give finite outputs. Whether a float16 tensor overflows is
@@ -396,9 +363,7 @@ def _check(
     finite here.
     """
     if len(source.graph.input) != 1:
-        notes.append(
-            f"not checked: the model has {len(source.graph.input)} inputs, the check feeds one image"
-        )
+        notes.append(f"not checked: the model has {len(source.graph.input)} inputs, the check feeds one image")
         return None, None
     got = _run_result(staging, tensor, action)
     probed = _probe_source(source, _float16_tensors(converted.graph), tensor, notes)
@@ -443,9 +408,7 @@ def _run_result(path: Path, tensor: np.ndarray, action: str) -> list[np.ndarray]
     try:
         outputs = session.run(None, {image_input.name: _as_input(tensor, image_input)})
     except Exception as exc:
-        raise OptimizationError(
-            f"cannot {action}: the converted model fails to run ({first_line(exc)})"
-        ) from exc
+        raise OptimizationError(f"cannot {action}: the converted model fails to run ({first_line(exc)})") from exc
     for info, value in zip(session.get_outputs(), outputs):
         if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise OptimizationError(
@@ -471,9 +434,7 @@ def _probe_source(source, half: set[str], tensor: np.ndarray, notes: list[str]):
     }
     outputs = [o.name for o in source.graph.output]
     probe.graph.output.extend(
-        helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
-        for name in producers
-        if name not in outputs
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in producers if name not in outputs
     )
     try:
         session = _cpu_session(probe.SerializeToString())
@@ -487,10 +448,8 @@ def _probe_source(source, half: set[str], tensor: np.ndarray, notes: list[str]):
             for name, value in zip(chunk, session.run(chunk, feed)):
                 if value.size and float(np.abs(value).max()) > peak[0]:
                     peak = (float(np.abs(value).max()), name, producers[name])
-    except Exception as exc:  # noqa: BLE001 - the source does not run here: nothing to compare with
-        notes.append(
-            f"not compared with float32: the source does not run in onnxruntime ({first_line(exc)})"
-        )
+    except Exception as exc:
+        notes.append(f"not compared with float32: the source does not run in onnxruntime ({first_line(exc)})")
         return None
     return want, peak
 

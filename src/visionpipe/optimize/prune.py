@@ -116,17 +116,13 @@ class PruneResult:
     target_sparsity: float
     sparsity: float  # zeros / elements over the pruned tensors, as achieved
     layers: list[LayerSparsity]
-    threshold: (
-        float | None
-    )  # the global magnitude threshold; None for scope="layer" or nothing pruned
+    threshold: float | None  # the global magnitude threshold; None for scope="layer" or nothing pruned
     size_bytes: int
     source_size_bytes: int
     compressed_bytes: int  # of the written file, see ``compression``
     source_compressed_bytes: int
     compression: str = COMPRESSION
-    skipped: list[tuple[str, str]] = field(
-        default_factory=list
-    )  # (weight, why it was left dense)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (weight, why it was left dense)
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -162,11 +158,7 @@ class ChannelPruneReport:
 
     @property
     def params_ratio(self) -> float:
-        return (
-            self.params_after / self.params_before
-            if self.params_before
-            else float("nan")
-        )
+        return self.params_after / self.params_before if self.params_before else float("nan")
 
     @property
     def macs_ratio(self) -> float:
@@ -246,9 +238,7 @@ def prune_magnitude(
     )
 
 
-def _prunable_weights(
-    graph, op_types: Sequence[str], min_elements: int
-) -> tuple[list[_Weight], list[tuple[str, str]]]:
+def _prunable_weights(graph, op_types: Sequence[str], min_elements: int) -> tuple[list[_Weight], list[tuple[str, str]]]:
     """The weights to prune (in graph order), and the skipped ones with why."""
     from onnx import numpy_helper
 
@@ -266,9 +256,7 @@ def _prunable_weights(
             continue  # computed weights (e.g. DequantizeLinear outputs) are not initializers
         seen.add(name)
         tensor = initializers[name]
-        reason = _skip_reason(
-            tensor, uses[name], name in outputs, op_types, min_elements
-        )
+        reason = _skip_reason(tensor, uses[name], name in outputs, op_types, min_elements)
         if reason:
             skipped.append((name, reason))
         else:
@@ -287,9 +275,7 @@ def _skip_reason(
     """Why a weight initializer must stay as it is, or None when it can be pruned."""
     from onnx import TensorProto
 
-    others = sorted(
-        {f"{op} input {i}" for op, i in uses if op not in op_types or i != 1}
-    )
+    others = sorted({f"{op} input {i}" for op, i in uses if op not in op_types or i != 1})
     if others or is_output:
         return f"also used as {', '.join(others) or 'a graph output'}"
     if tensor.data_type not in (
@@ -364,9 +350,7 @@ def _write_back(graph, weights: list[_Weight]) -> None:
     pruned = {w.name: w for w in weights}
     for tensor in graph.initializer:
         if tensor.name in pruned:
-            tensor.CopyFrom(
-                numpy_helper.from_array(pruned[tensor.name].values, tensor.name)
-            )
+            tensor.CopyFrom(numpy_helper.from_array(pruned[tensor.name].values, tensor.name))
 
 
 def _layer(weight: _Weight) -> LayerSparsity:
@@ -425,9 +409,7 @@ def prune_torch_channels(
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
     if importance not in IMPORTANCES:
-        raise ValueError(
-            f"importance must be one of {sorted(IMPORTANCES)}, got {importance!r}"
-        )
+        raise ValueError(f"importance must be one of {sorted(IMPORTANCES)}, got {importance!r}")
     _, tp = _import_torch_pruning()
 
     pruned = copy.deepcopy(module)
@@ -466,9 +448,7 @@ def _import_torch_pruning():
         import torch
         import torch_pruning
     except ImportError as exc:
-        raise MissingExtraError(
-            "torch-pruning", "torch", "structured channel pruning"
-        ) from exc
+        raise MissingExtraError("torch-pruning", "torch", "structured channel pruning") from exc
     return torch, torch_pruning
 
 
@@ -505,8 +485,6 @@ def _same_layers(original, copied, layers: Iterable[Any]) -> list[Any]:
     copies = []
     for layer in layers:
         if id(layer) not in name_of:
-            raise ValueError(
-                f"ignored_layers holds {layer!r}, which is not a submodule of the module being pruned"
-            )
+            raise ValueError(f"ignored_layers holds {layer!r}, which is not a submodule of the module being pruned")
         copies.append(copied_by_name[name_of[id(layer)]])
     return copies

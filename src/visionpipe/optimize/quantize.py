@@ -127,14 +127,10 @@ class StaticQuantization:
     calibration_images: int
     skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (path, cause)
     pre_processed: bool = False  # a quant_pre_process output was quantized (maybe without symbolic shapes)
-    pre_process_error: str | None = (
-        None  # what failed on the way (None: full pre-processing worked)
-    )
+    pre_process_error: str | None = None  # what failed on the way (None: full pre-processing worked)
     excluded_nodes: list[str] = field(default_factory=list)
     spec_path: Path | None = None
-    opset_upgraded: tuple[int, int] | None = (
-        None  # (from, to) when the graph was converted for QDQ
-    )
+    opset_upgraded: tuple[int, int] | None = None  # (from, to) when the graph was converted for QDQ
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -183,11 +179,7 @@ class AccuracyAwareResult:
 
     @property
     def size_ratio(self) -> float:
-        return (
-            self.int8_size_bytes / self.fp32_size_bytes
-            if self.fp32_size_bytes
-            else float("nan")
-        )
+        return self.int8_size_bytes / self.fp32_size_bytes if self.fp32_size_bytes else float("nan")
 
     def summary(self) -> str:
         verdict = "within" if self.met_tolerance else "NOT within"
@@ -246,9 +238,7 @@ def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
     if out.resolve() == model_path.resolve() or (
         out.exists() and model_path.exists() and os.path.samefile(out, model_path)
     ):
-        raise OptimizationError(
-            f"refusing to overwrite the original model {model_path}: give another out_path"
-        )
+        raise OptimizationError(f"refusing to overwrite the original model {model_path}: give another out_path")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -256,9 +246,7 @@ def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
 def _model_path(model: DetectionModel) -> Path:
     path = getattr(model.backend, "path", None)
     if path is None or Path(path).suffix.lower() != ".onnx":
-        raise OptimizationError(
-            f"model {model.name!r} is not backed by an ONNX file ({model.backend!r})"
-        )
+        raise OptimizationError(f"model {model.name!r} is not backed by an ONNX file ({model.backend!r})")
     return Path(path)
 
 
@@ -285,9 +273,7 @@ def _quant_type(name: str):
     from onnxruntime.quantization import QuantType
 
     if name not in QUANT_TYPES:
-        raise ValueError(
-            f"quantization type must be one of {QUANT_TYPES}, got {name!r}"
-        )
+        raise ValueError(f"quantization type must be one of {QUANT_TYPES}, got {name!r}")
     return QuantType.QUInt8 if name == "uint8" else QuantType.QInt8
 
 
@@ -339,9 +325,7 @@ def spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dict[str,
                 "iou": float(params.iou_threshold),
                 "multi_label": bool(params.multi_label),
                 "agnostic": bool(params.agnostic),
-                "classes": None
-                if params.classes is None
-                else [int(c) for c in params.classes],
+                "classes": None if params.classes is None else [int(c) for c in params.classes],
                 "top_k": params.top_k,
                 "max_det": params.max_det,
             }.items()
@@ -366,9 +350,7 @@ def write_sidecar_spec(model: DetectionModel, out_path: str | os.PathLike) -> Pa
 
     out_path = Path(out_path)
     target = out_path.with_suffix(".yaml")
-    target.write_text(
-        yaml.safe_dump(spec_dict(model, out_path), sort_keys=False), encoding="utf-8"
-    )
+    target.write_text(yaml.safe_dump(spec_dict(model, out_path), sort_keys=False), encoding="utf-8")
     return target
 
 
@@ -402,9 +384,7 @@ def quantize_dynamic_int8(
             nodes_to_exclude=list(exclude_nodes) or None,
         )
     except Exception as exc:
-        raise OptimizationError(
-            f"dynamic quantization of {model_path} failed: {first_line(exc)}"
-        ) from exc
+        raise OptimizationError(f"dynamic quantization of {model_path} failed: {first_line(exc)}") from exc
     compact_names(out, _graph_names(model_path))
     _copy_metadata(source, out)
     return out
@@ -423,9 +403,7 @@ class ImageCalibrationReader(_ReaderBase):  # type: ignore[misc,valid-type]
     Memory: one float32 input tensor per image (2 MB at 416x416).
     """
 
-    def __init__(
-        self, model: DetectionModel, images: Iterable[str | os.PathLike]
-    ) -> None:
+    def __init__(self, model: DetectionModel, images: Iterable[str | os.PathLike]) -> None:
         self.input_name = model.backend.image_input.name
         dtype = model.backend.image_input.dtype
         self.skipped: list[tuple[str, str]] = []
@@ -515,22 +493,14 @@ def quantize_static_int8(
     model_path = _model_path(model)
     source = _load_onnx(model_path)
     out = _check_out_path(model_path, out_path)
-    reader = (
-        images
-        if isinstance(images, ImageCalibrationReader)
-        else ImageCalibrationReader(model, images)
-    )
+    reader = images if isinstance(images, ImageCalibrationReader) else ImageCalibrationReader(model, images)
     reader.rewind()
 
     with tempfile.TemporaryDirectory(prefix="visionpipe-quant-") as tmp:
-        to_quantize, upgraded = _upgrade_opset(
-            source, model_path, Path(tmp), per_channel
-        )
+        to_quantize, upgraded = _upgrade_opset(source, model_path, Path(tmp), per_channel)
         pre_processed, pre_error = False, None
         if preprocess:
-            to_quantize, pre_processed, pre_error = _pre_process(
-                quant_pre_process, to_quantize, Path(tmp)
-            )
+            to_quantize, pre_processed, pre_error = _pre_process(quant_pre_process, to_quantize, Path(tmp))
         if to_quantize == model_path:  # onnxruntime writes scratch files beside the file it is given
             to_quantize = Path(tmp) / model_path.name
             shutil.copyfile(model_path, to_quantize)
@@ -559,9 +529,7 @@ def quantize_static_int8(
         except VisionpipeError:
             raise
         except Exception as exc:
-            raise OptimizationError(
-                f"static quantization of {model_path} failed: {first_line(exc)}"
-            ) from exc
+            raise OptimizationError(f"static quantization of {model_path} failed: {first_line(exc)}") from exc
         if compact:
             compact_names(out, _graph_names(to_quantize))
     _copy_metadata(source, out)
@@ -662,24 +630,18 @@ def compact_names(path: str | os.PathLike, original_names: set[str]) -> int:
 QDQ_OPSET = 13  # DequantizeLinear's per-channel ``axis`` arrived in opset 13
 
 
-def _upgrade_opset(
-    source, model_path: Path, tmp: Path, per_channel: bool
-) -> tuple[Path, tuple[int, int] | None]:
+def _upgrade_opset(source, model_path: Path, tmp: Path, per_channel: bool) -> tuple[Path, tuple[int, int] | None]:
     """Convert a graph below opset 13 to 13 (with onnx's version converter) so QDQ nodes are valid."""
     import onnx
     from onnx import version_converter
 
-    opset = next(
-        (o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), None
-    )
+    opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset >= QDQ_OPSET:
         return model_path, None
     try:
         converted = version_converter.convert_version(source, QDQ_OPSET)
         converted.metadata_props.extend(
-            p
-            for p in source.metadata_props
-            if p.key not in {q.key for q in converted.metadata_props}
+            p for p in source.metadata_props if p.key not in {q.key for q in converted.metadata_props}
         )
         target = tmp / "opset13.onnx"
         onnx.save(converted, str(target))
@@ -719,10 +681,8 @@ def _pre_process(run, model_path: Path, tmp: Path) -> tuple[Path, bool, str | No
             # gives up (sym_shape_infer_temp.onnx + 12 MB of data): keep that out of the user's
             with _working_directory(tmp):
                 run(str(Path(model_path).resolve()), str(Path(prepared).resolve()), **options)
-        except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs, or sympy is missing
-            problems.append(
-                f"quant_pre_process {label} failed: {type(exc).__name__}: {first_line(exc)}"
-            )
+        except Exception as exc:
+            problems.append(f"quant_pre_process {label} failed: {type(exc).__name__}: {first_line(exc)}")
             continue
         return prepared, True, "; ".join(problems) or None
     return model_path, False, "; ".join(problems) + "; quantized the original graph"
@@ -753,9 +713,7 @@ def head_nodes(model_path: str | os.PathLike, count: int = 3) -> list[str]:
     is_conv = [n.op_type in ("Conv", "ConvTranspose") for n in nodes]
     convs = [i for i, c in enumerate(is_conv) if c]
     if not convs:
-        raise OptimizationError(
-            f"{model_path} has no Conv nodes: no detection head to keep in float"
-        )
+        raise OptimizationError(f"{model_path} has no Conv nodes: no detection head to keep in float")
 
     consumers: dict[str, list[int]] = {}
     for i, node in enumerate(nodes):
@@ -763,11 +721,7 @@ def head_nodes(model_path: str | os.PathLike, count: int = 3) -> list[str]:
             consumers.setdefault(name, []).append(i)
     feeds_conv = [False] * len(nodes)  # some Conv lies downstream of this node
     for i in reversed(range(len(nodes))):
-        feeds_conv[i] = any(
-            is_conv[j] or feeds_conv[j]
-            for out in nodes[i].output
-            for j in consumers.get(out, [])
-        )
+        feeds_conv[i] = any(is_conv[j] or feeds_conv[j] for out in nodes[i].output for j in consumers.get(out, []))
     head = {i for i in range(len(nodes)) if not is_conv[i] and not feeds_conv[i]}
     chosen = set(convs[-count:]) if count else set()
     head |= chosen
@@ -782,20 +736,13 @@ def head_nodes(model_path: str | os.PathLike, count: int = 3) -> list[str]:
 
 def _topological(nodes: list, available: set[str]) -> list:
     produced_by = {out: i for i, n in enumerate(nodes) for out in n.output}
-    if all(
-        all(not x or x in available or produced_by.get(x, -1) < i for x in n.input)
-        for i, n in enumerate(nodes)
-    ):
+    if all(all(not x or x in available or produced_by.get(x, -1) < i for x in n.input) for i, n in enumerate(nodes)):
         return nodes
     done: list = []
     ready = set(available)
     remaining = list(nodes)
     while remaining:
-        progress = [
-            n
-            for n in remaining
-            if all(not x or x in ready or x not in produced_by for x in n.input)
-        ]
+        progress = [n for n in remaining if all(not x or x in ready or x not in produced_by for x in n.input)]
         if not progress:
             return nodes  # a cycle or unknown inputs: keep the file's order
         for n in progress:
@@ -1035,7 +982,9 @@ def quantize_accuracy_aware(
                     halves = [SegmentDrop(half, drop_when_only(half.nodes)) for half in leaf.segment.halves()]
                     for half in halves:
                         report(half.segment, half.map_drop)
-                    candidates = sorted([*candidates, *((h.segment.label, h) for h in halves)], key=lambda c: -c[1].map_drop)
+                    candidates = sorted(
+                        [*candidates, *((h.segment.label, h) for h in halves)], key=lambda c: -c[1].map_drop
+                    )
                 # else: no better than without it, so the segment goes back to 8 bits
         if met:
             chosen = len(attempts) - 1

@@ -156,7 +156,10 @@ def _reference_tie_order(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if not tied.any():
         return np.arange(len(scores))
     return np.concatenate(
-        [members[scores[members].argsort()[::-1]] for members in (np.flatnonzero(labels == l) for l in np.unique(labels))]
+        [
+            members[scores[members].argsort()[::-1]]
+            for members in (np.flatnonzero(labels == l) for l in np.unique(labels))
+        ]
     )
 
 
@@ -182,7 +185,9 @@ def soft_nms_fusion(
     out_index, out_scores = [], []
     for label in np.unique(table.labels):
         members = np.flatnonzero(table.labels == label)
-        kept, decayed = _soft_nms_one_class(table.boxes[members], scaled[members].copy(), iou_thr, sigma, thresh, method)
+        kept, decayed = _soft_nms_one_class(
+            table.boxes[members], scaled[members].copy(), iou_thr, sigma, thresh, method
+        )
         out_index.append(members[kept])
         out_scores.append(decayed if rescore else scaled[members[kept]])
     if not out_index:
@@ -325,7 +330,9 @@ def weighted_boxes_fusion(
     # back to classes in order of first appearance, as the reference concatenates them
     restore = np.argsort(by_length)
     shape = (n_classes, longest)
-    count, score_sum, score_max, weight_sum = (a.reshape(shape)[restore] for a in (count, score_sum, score_max, weight_sum))
+    count, score_sum, score_max, weight_sum = (
+        a.reshape(shape)[restore] for a in (count, score_sum, score_max, weight_sum)
+    )
     seen = seen.reshape(*shape, n_models)[restore]
     fused = fused[restore]
     clusters = clusters[restore]
@@ -407,12 +414,16 @@ def non_maximum_weighted(
     boxes[zero] = table.boxes[head_index[zero]]
     score = weighted[head_index].astype(np.float32)
     counts = np.bincount(cluster_of[members], minlength=n_classes * longest)[valid]
-    models = np.array(
-        [len(set(table.models[cluster_of == slot])) for slot in np.flatnonzero(valid)], dtype=np.int64
-    )
+    models = np.array([len(set(table.models[cluster_of == slot])) for slot in np.flatnonzero(valid)], dtype=np.int64)
     labels_out = np.repeat(class_labels, clusters)
     order = score.argsort()[::-1]
-    return Fused(boxes[order].astype(np.float64), score[order].astype(np.float64), labels_out[order], models[order], counts[order])
+    return Fused(
+        boxes[order].astype(np.float64),
+        score[order].astype(np.float64),
+        labels_out[order],
+        models[order],
+        counts[order],
+    )
 
 
 def _nmw_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -441,7 +452,13 @@ def _rank_groups(slots: np.ndarray) -> list[np.ndarray]:
 
 
 def consensus_vote(
-    boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.55, skip_box_thr: float = 0.0, min_votes: int = 2
+    boxes_list,
+    scores_list,
+    labels_list,
+    weights=None,
+    iou_thr: float = 0.55,
+    skip_box_thr: float = 0.0,
+    min_votes: int = 2,
 ) -> Fused:
     """Keep a fused box only where at least ``min_votes`` distinct models agree (WBF clusters)."""
     if min_votes < 1:
@@ -475,7 +492,9 @@ def fuse_batch(function, images: Sequence[tuple[Sequence, Sequence, Sequence]], 
         [
             np.concatenate([np.asarray(image[part][m]).reshape((-1, 4) if part == 0 else (-1,)) for image in images])
             if part != 2
-            else np.concatenate([np.asarray(image[2][m], np.int64).reshape(-1) + i * top for i, image in enumerate(images)])
+            else np.concatenate(
+                [np.asarray(image[2][m], np.int64).reshape(-1) + i * top for i, image in enumerate(images)]
+            )
             for m in range(n_models)
         ]
         for part in range(3)
@@ -485,7 +504,11 @@ def fuse_batch(function, images: Sequence[tuple[Sequence, Sequence, Sequence]], 
     out = []
     for i in range(len(images)):
         mine = image_of == i
-        out.append(Fused(fused.boxes[mine], fused.scores[mine], fused.labels[mine] % top, fused.models[mine], fused.members[mine]))
+        out.append(
+            Fused(
+                fused.boxes[mine], fused.scores[mine], fused.labels[mine] % top, fused.models[mine], fused.members[mine]
+            )
+        )
     return out
 
 

@@ -24,7 +24,9 @@ def frame_record(result: FrameResult) -> dict:
     }
     if dets is not None:
         ids = dets.tracker_id.tolist() if dets.tracker_id is not None else [None] * len(dets)
-        for box, score, cls, name, track in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names, ids):
+        for box, score, cls, name, track in zip(
+            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names, ids
+        ):
             item = {"box": [round(v, 2) for v in box], "score": round(score, 4), "class_id": cls, "class_name": name}
             if track is not None:
                 item["track_id"] = track

@@ -366,11 +366,11 @@ class CaptureSource(VideoSource):
     def _try_open(self) -> tuple[CaptureLike | None, str]:
         try:
             capture = self._opener(self._target)
-        except Exception as exc:  # noqa: BLE001 - cv2.error, OSError, a failing fake: all mean "not opened"
+        except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
         try:
             opened = bool(capture.isOpened())
-        except Exception as exc:  # noqa: BLE001 - a broken capture is a capture that did not open
+        except Exception as exc:
             opened, why = False, f"{type(exc).__name__}: {exc}"
         else:
             why = "the capture did not open"
@@ -437,7 +437,7 @@ class CaptureSource(VideoSource):
             return False, None, "no capture"
         try:
             ok, image = self._capture.read()
-        except Exception as exc:  # noqa: BLE001 - a read that raises is a failed read (end or reconnect)
+        except Exception as exc:
             return False, None, f"{type(exc).__name__}: {exc}"
         if not ok or image is None or getattr(image, "size", 0) == 0:
             return False, None, "no frame returned"
@@ -498,7 +498,7 @@ class CaptureSource(VideoSource):
 def _get(capture: Any, prop: int) -> float:
     try:
         value = float(capture.get(prop))
-    except Exception:  # noqa: BLE001 - an unknown property reads as 0, like OpenCV's own answer
+    except Exception:
         return 0.0
     return value if math.isfinite(value) else 0.0
 

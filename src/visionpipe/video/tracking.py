@@ -65,9 +65,7 @@ def xyxy_to_xyah(boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    return np.stack(
-        [boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / np.maximum(h, _MIN_HEIGHT), h], axis=1
-    )
+    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / np.maximum(h, _MIN_HEIGHT), h], axis=1)
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
@@ -76,9 +74,7 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     xyah = np.asarray(xyah, dtype=np.float64).reshape(-1, 4)
     h = np.maximum(xyah[:, 3], 0.0)
     w = np.maximum(xyah[:, 2] * h, 0.0)
-    return np.stack(
-        [xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1
-    )
+    return np.stack([xyah[:, 0] - w / 2, xyah[:, 1] - h / 2, xyah[:, 0] + w / 2, xyah[:, 1] + h / 2], axis=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,8 +110,16 @@ class KalmanBoxFilter:
         h = self._scale(mean)
         wp, wv = self.std_weight_position, self.std_weight_velocity
         std = np.stack(
-            [2 * wp * h, 2 * wp * h, np.full(n, 1e-2), 2 * wp * h,
-             10 * wv * h, 10 * wv * h, np.full(n, 1e-5), 10 * wv * h],
+            [
+                2 * wp * h,
+                2 * wp * h,
+                np.full(n, 1e-2),
+                2 * wp * h,
+                10 * wv * h,
+                10 * wv * h,
+                np.full(n, 1e-5),
+                10 * wv * h,
+            ],
             axis=1,
         )
         covariance = np.zeros((n, 8, 8))
@@ -256,9 +260,7 @@ class ByteTracker:
             if not 0.0 <= float(value) <= 1.0:
                 raise TrackingError(f"{name} must lie in [0, 1], got {value}")
         if low_threshold > high_threshold:
-            raise TrackingError(
-                f"low_threshold ({low_threshold}) must not exceed high_threshold ({high_threshold})"
-            )
+            raise TrackingError(f"low_threshold ({low_threshold}) must not exceed high_threshold ({high_threshold})")
         for name, value in (
             ("match_iou", match_iou),
             ("low_match_iou", low_match_iou),
@@ -356,9 +358,7 @@ class ByteTracker:
             raise TrackingError(f"frame_index must be a whole number, got {frame_index}")
         frame = int(frame_index)
         if self._frame is not None and frame <= self._frame:
-            raise TrackingError(
-                f"frame_index must increase: got {frame} after {self._frame}"
-            )
+            raise TrackingError(f"frame_index must increase: got {frame} after {self._frame}")
         return frame
 
     def _similarity(
@@ -409,9 +409,7 @@ class ByteTracker:
 
         # 1. high detections vs every confirmed track (tracked and lost)
         pool = np.flatnonzero(confirmed)
-        rows, cols = _assign(
-            self._similarity(boxes, pool, detections, high, self.fuse_score), self.match_iou
-        )
+        rows, cols = _assign(self._similarity(boxes, pool, detections, high, self.fuse_score), self.match_iou)
         matched_tracks.append(pool[rows])
         matched_dets.append(high[cols])
         high_left = np.delete(high, cols)
@@ -419,9 +417,7 @@ class ByteTracker:
 
         # 2. low detections vs the tracks tracked on the previous frame and still unmatched
         second = pool_left[tracked[pool_left]]
-        rows, cols = _assign(
-            self._similarity(boxes, second, detections, low, False), self.low_match_iou
-        )
+        rows, cols = _assign(self._similarity(boxes, second, detections, low, False), self.low_match_iou)
         matched_tracks.append(second[rows])
         matched_dets.append(low[cols])
 
@@ -441,9 +437,7 @@ class ByteTracker:
         self._mean[track_rows], self._cov[track_rows] = self.kalman.update(
             self._mean[track_rows], self._cov[track_rows], measurements
         )
-        self._hits[track_rows] = np.where(
-            self._last_seen[track_rows] == frame - 1, self._hits[track_rows] + 1, 1
-        )
+        self._hits[track_rows] = np.where(self._last_seen[track_rows] == frame - 1, self._hits[track_rows] + 1, 1)
         self._last_seen[track_rows] = frame
         self._score[track_rows] = detections.confidence[det_rows]
 

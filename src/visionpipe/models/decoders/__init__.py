@@ -24,11 +24,22 @@ from visionpipe.models.decoders.yolox import YoloxDecoder
 DECODERS: dict[str, type[Decoder]] = {
     cls.family: cls
     for cls in (
-        YoloxDecoder, NanodetDecoder, FastestdetDecoder, Yolov8Decoder, Yolov5Decoder, End2EndDecoder, DbnetDecoder
+        YoloxDecoder,
+        NanodetDecoder,
+        FastestdetDecoder,
+        Yolov8Decoder,
+        Yolov5Decoder,
+        End2EndDecoder,
+        DbnetDecoder,
     )
 }
 FAMILY_ALIASES = {
-    "yolo11": "yolov8", "yolov11": "yolov8", "yolov10": "end2end", "yolo26": "end2end", "ppocr": "dbnet", "db": "dbnet"
+    "yolo11": "yolov8",
+    "yolov11": "yolov8",
+    "yolov10": "end2end",
+    "yolo26": "end2end",
+    "ppocr": "dbnet",
+    "db": "dbnet",
 }
 
 

@@ -81,7 +81,9 @@ class Decoder(ABC):
     def __init__(self, outputs: Sequence[TensorInfo], input_hw: tuple[int, int], **options: Any) -> None:
         unknown = set(options) - set(self.options)
         if unknown:
-            raise LayoutMismatch(f"unknown {self.family} decoder options {sorted(unknown)}; known: {list(self.options)}")
+            raise LayoutMismatch(
+                f"unknown {self.family} decoder options {sorted(unknown)}; known: {list(self.options)}"
+            )
         self.input_hw = input_hw
         self.num_classes: int | None = self._bind(list(outputs), **options)
 
@@ -94,9 +96,7 @@ class Decoder(ABC):
         """One :class:`Candidates` per image of the batch (outputs carry a leading batch axis)."""
 
 
-def select_scores(
-    class_scores: np.ndarray, params: DecodeParams
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def select_scores(class_scores: np.ndarray, params: DecodeParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, class, score) of each kept pair from an (N, C) score matrix.
 
     Multi-label keeps every pair strictly above the threshold; otherwise each row's best allowed

@@ -50,7 +50,9 @@ class Yolov5Decoder(Decoder):
         self.logits = logits
         if self.raw:
             if len(anchors) != len(strides):
-                raise LayoutMismatch(f"yolov5 needs one anchor list per stride: {len(anchors)} lists, {len(strides)} strides")
+                raise LayoutMismatch(
+                    f"yolov5 needs one anchor list per stride: {len(anchors)} lists, {len(strides)} strides"
+                )
             cells, cell_strides, anchor_wh = [], [], []
             for level, stride in zip(anchors, strides):
                 pairs = np.asarray(level, np.float32).reshape(-1, 2)
