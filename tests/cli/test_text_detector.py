@@ -1,4 +1,4 @@
-"""The default model (built-in ppocr-text) finds the lettering on the four real street-sign photos."""
+"""The built-in ppocr-text model finds the lettering on the four real street-sign photos."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def text_run(cli, asset, tmp_path_factory):
         height, width = cv2.imread(str(folder / name)).shape[:2]
         assert (width, height) == photo["size"], name
     out = tmp_path_factory.mktemp("text") / "out"
-    proc = cli("detect", folder, "--out", out, "--format", "jsonl")  # default model: ppocr-text
+    proc = cli("detect", folder, "--model", "ppocr-text", "--out", out, "--format", "jsonl")
     assert proc.returncode == 0, describe(proc)
     records = {}
     for line in (out / "detections.jsonl").read_text(encoding="utf-8").splitlines():
@@ -86,7 +86,7 @@ def text_run(cli, asset, tmp_path_factory):
     return records, summary
 
 
-def test_default_model_is_the_builtin_text_detector(text_run):
+def test_the_builtin_text_detector_runs(text_run):
     _, summary = text_run
     assert summary["model"] == "ppocr-text"
     assert summary["images"] == summary["processed"] == len(TEXT_PHOTOS)

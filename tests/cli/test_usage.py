@@ -43,10 +43,11 @@ def test_version_prints_the_installed_version(cli):
     assert re.fullmatch(rf"visionpipe {re.escape(expected)}\s*", proc.stdout), proc.stdout
 
 
-def test_models_list_shows_the_builtin_text_detector(cli):
+def test_models_list_shows_both_builtin_models(cli):
     proc = cli("models", "list")
     assert proc.returncode == 0, describe(proc)
     assert "ppocr-text" in proc.stdout
+    assert "yolox-nano-coco" in proc.stdout and "(default)" in proc.stdout
     assert "Traceback" not in proc.stderr
 
 

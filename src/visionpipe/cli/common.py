@@ -15,6 +15,11 @@ FUSION_HELP = "How an ensemble's detections are fused: wbf, nms, soft-nms, nmw o
 WEIGHTS_HELP = "Per-model weights for fusion, comma-separated in --model order (e.g. 2,1)."
 
 
+def quiet_option():
+    """``--quiet``/``-q``, the same on every long-running command: no progress display."""
+    return typer.Option(False, "--quiet", "-q", help="No progress display (it only shows on a terminal anyway).")
+
+
 def resolve_model_source(model: str | None):
     """What ``load_model`` should get for a ``--model`` value (the built-in default when omitted)."""
     from visionpipe.models.zoo import BUILTINS, DEFAULT_MODEL
@@ -71,9 +76,18 @@ def parse_classes(classes: str | None) -> list[int | str] | None:
     return [int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",") if c.strip()]
 
 
+def shows_progress(quiet: bool) -> bool:
+    """Whether a progress display belongs on stderr: a terminal, and not ``--quiet``. In a pipe or a
+    log file a bar is noise, so it stays off there."""
+    from rich.console import Console
+
+    return not quiet and Console(stderr=True).is_terminal
+
+
 @contextmanager
-def progress(total: int, label: str) -> Iterator:
-    """A Rich progress bar on stderr with images/s and ETA; yields ``advance()``."""
+def progress(total: int, label: str, quiet: bool = False) -> Iterator:
+    """A Rich progress bar on stderr with images/s and ETA, on a terminal only and not with
+    ``--quiet``; yields ``advance()``."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -93,7 +107,7 @@ def progress(total: int, label: str) -> Iterator:
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+    with Progress(*columns, console=console, transient=False, disable=not shows_progress(quiet)) as bar:
         task = bar.add_task(label, total=total, rate="")
 
         def advance() -> None:

@@ -16,6 +16,7 @@ from visionpipe.cli.common import (
     build_pipeline,
     parse_classes,
     progress,
+    quiet_option,
     report_failure,
 )
 from visionpipe.postprocess.fusion import FusionMethod
@@ -37,7 +38,10 @@ class OutputFormat(str, Enum):
 def detect(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...", help="Images, folders, globs, .txt lists or -."),
     model: list[str] = typer.Option(
-        [], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in text detector."
+        [],
+        "--model",
+        "-m",
+        help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in COCO detector yolox-nano-coco.",
     ),
     fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
@@ -67,6 +71,7 @@ def detect(
         help="COCO json whose image and category ids the COCO output uses.",
     ),
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1, help="Reject images with more pixels than this."),
+    quiet: bool = quiet_option(),
 ) -> None:
     from visionpipe.io.annotate import annotate, encode_image
     from visionpipe.io.formats import (
@@ -113,7 +118,7 @@ def detect(
     used_names: set[str] = set()
     start = time.perf_counter()
     try:
-        with pipeline, progress(len(paths), "detect") as advance:
+        with pipeline, progress(len(paths), "detect", quiet) as advance:
             for result in pipeline.stream(paths):
                 for writer in writers:
                     writer.write(result)

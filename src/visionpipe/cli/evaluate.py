@@ -15,6 +15,7 @@ from visionpipe.cli.common import (
     annotated_images,
     build_pipeline,
     progress,
+    quiet_option,
     report_failure,
 )
 from visionpipe.postprocess.fusion import FusionMethod
@@ -46,6 +47,7 @@ def evaluate(
     save_detections: Path | None = typer.Option(
         None, "--save-detections", help="Write the scored COCO results JSON here."
     ),
+    quiet: bool = quiet_option(),
 ) -> None:
     from visionpipe.evaluation import coco_records, load_annotations, score_records
     from visionpipe.io.formats import atomic_open
@@ -66,7 +68,7 @@ def evaluate(
         device=device,
     )
     results = []
-    with pipeline, progress(len(paths), "eval") as advance:
+    with pipeline, progress(len(paths), "eval", quiet) as advance:
         for result in pipeline.stream(paths):
             if result.error is not None:
                 report_failure(result.source, result.error)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import MODEL_HELP, annotated_images, resolve_model_source
+from visionpipe.cli.common import MODEL_HELP, annotated_images, quiet_option, resolve_model_source
 
 OPTIMIZE_HELP = (
     "Write optimized variants of a model (int8, fp16, pruned, dynamic batch, simplified) that load "
@@ -264,6 +264,7 @@ def benchmark(
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Use only the first N images."),
     timeout: float = typer.Option(1800.0, "--timeout", min=1.0, help="Seconds allowed per model."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of bare model files without metadata."),
+    quiet: bool = quiet_option(),
 ) -> None:
     from visionpipe.io.sources import expand_sources
     from visionpipe.optimize.benchmark import BenchmarkConfig, benchmark_models
@@ -288,7 +289,7 @@ def benchmark(
         family=family,
         timeout=timeout,
     )
-    report = benchmark_models([resolve_model_source(m) for m in models], config)
+    report = benchmark_models([resolve_model_source(m) for m in models], config, progress=not quiet)
     written = report.write(out)
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)

@@ -1,4 +1,9 @@
-"""``visionpipe samples``: make a few sample photos-with-text to try the built-in detector on."""
+"""``visionpipe samples``: write a few sample images to try the built-in detectors on.
+
+Real frames with people and cars (shipped under ``visionpipe/data/samples/``, from Intel's
+CC BY 4.0 sample videos, credited in NOTICE) for ``yolox-nano-coco``, and synthetic street signs with
+printed text for ``ppocr-text``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ from pathlib import Path
 
 import typer
 
-HELP = "Write a few synthetic sample images (signs with printed text) to try the built-in model on."
+HELP = (
+    "Write a few sample images to try the built-in models on: real frames with people and cars, and "
+    "synthetic signs with printed text."
+)
 EXAMPLE = "Example: visionpipe samples samples/ && visionpipe detect samples/ --save-images"
 
 SIGNS = [
@@ -23,13 +31,17 @@ def samples(
 ) -> None:
     import numpy as np
 
+    from visionpipe.data import sample_frames
     from visionpipe.io.annotate import encode_image
     from visionpipe.io.formats import atomic_write_bytes
 
+    frames = sample_frames()
+    for frame in frames:  # copied byte for byte: they are the shipped JPEGs
+        atomic_write_bytes(folder / frame.name, frame.read_bytes())
     rng = np.random.default_rng(seed)
     for i, (text, background, ink) in enumerate(SIGNS):
         atomic_write_bytes(folder / f"sign_{i}.jpg", encode_image(make_sign(rng, text, background, ink), ".jpg"))
-    typer.echo(f"wrote {len(SIGNS)} images to {folder}", err=True)
+    typer.echo(f"wrote {len(frames)} video frames (people, cars) and {len(SIGNS)} text signs to {folder}", err=True)
 
 
 def make_sign(rng, text: str, background: tuple, ink: tuple):

@@ -20,7 +20,9 @@ EXAMPLE = (
 
 def video(
     source: str = typer.Argument(..., help="Video file, image folder, camera index (0) or URL (rtsp://...)."),
-    model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble."),
+    model: list[str] = typer.Option(
+        [], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in yolox-nano-coco."
+    ),
     fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),

@@ -1,4 +1,17 @@
-"""Small tables of public facts the models need (class name lists)."""
+"""What ships inside the package: small tables of public facts the models need (class name lists),
+the built-in COCO detector's weights and a few sample frames (all credited in NOTICE)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent
+
+
+def sample_frames() -> list[Path]:
+    """The real video frames (people, cars) that ``visionpipe samples`` writes."""
+    return sorted((DATA_DIR / "samples").glob("*.jpg"))
+
 
 # The 80 COCO detection classes in the contiguous order COCO-trained detectors output them.
 COCO80_NAMES: tuple[str, ...] = (

@@ -1,7 +1,8 @@
-"""Built-in models: real pretrained detectors that ship inside installed PyPI packages.
+"""Built-in models: real pretrained detectors that ship inside installed packages.
 
-Nothing is downloaded. A built-in model is found by locating its package on disk without importing
-it (the package's own runtime is never loaded; visionpipe runs the ONNX file itself).
+Nothing is downloaded. ``yolox-nano-coco`` ships inside visionpipe itself (``visionpipe/data/``,
+credited in NOTICE); ``ppocr-text`` inside the ``rapidocr`` package, found on disk without importing
+it (its runtime is never loaded; visionpipe runs the ONNX file itself).
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ BUILTINS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
         BuiltinModel(
+            name="yolox-nano-coco",
+            description="YOLOX-Nano 416 (0.9 M parameters): the 80 COCO classes -- people, vehicles, animals, ...",
+            package="visionpipe",
+            files=("data/yolox_nano_416_coco.onnx",),
+            spec={"family": "yolox"},
+            licence="Apache-2.0 (Megvii YOLOX weights; see NOTICE)",
+        ),
+        BuiltinModel(
             name="ppocr-text",
             description="PP-OCR text detector (DBNet): finds lines of printed text in photos",
             package="rapidocr",
@@ -51,4 +60,4 @@ BUILTINS: dict[str, BuiltinModel] = {
         ),
     )
 }
-DEFAULT_MODEL = "ppocr-text"
+DEFAULT_MODEL = "yolox-nano-coco"
