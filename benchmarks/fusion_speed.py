@@ -101,16 +101,21 @@ def main() -> None:
     }
     for workload, cases in workloads.items():
         for method, (ours, ref) in methods.items():
-            rows = [("per image", lambda: [ours(*c) for c in cases])]
+            # default arguments bind this iteration's values (the lambdas run within it anyway)
+            rows = [("per image", lambda ours=ours, cases=cases: [ours(*c) for c in cases])]
             if method in batched and len(cases) > 1:
-                rows.append(("one batch", lambda: batched[method](cases)))
+                rows.append(("one batch", lambda method=method, cases=cases: batched[method](cases)))
             for label, run_ours in rows:
                 with quiet, warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     ok = all(agree(o, ref(*c)) for o, c in zip(run_ours(), cases))
                     ref(*cases[0])  # compile the reference's numba kernels before timing
                     rates = timed_rounds(
-                        {"ref": lambda: [ref(*c) for c in cases] and 1, "ours": lambda: run_ours() and 1}, args.rounds
+                        {
+                            "ref": lambda ref=ref, cases=cases: [ref(*c) for c in cases] and 1,
+                            "ours": lambda run_ours=run_ours: run_ours() and 1,
+                        },
+                        args.rounds,
                     )
                 ref_ms, our_ms = 1000 / rates["ref"], 1000 / rates["ours"]
                 name = f"{workload} ({label})" if len(cases) > 1 else workload

@@ -1,44 +1,64 @@
 """visionpipe: run object detectors in production — fast on a CPU, honest about accuracy."""
 
+from visionpipe._version import __version__
 from visionpipe.detections import Detections
 from visionpipe.errors import (
     BackendUnavailableError,
+    BenchmarkError,
     DetectionsError,
+    EnsembleError,
     EvaluationError,
+    FixedBatchError,
+    FusionError,
     ImageDecodeError,
     InputShapeError,
+    LayoutMismatch,
     MissingExtraError,
     ModelLoadError,
+    OptimizationError,
+    SourceError,
     SpecError,
+    TrackingError,
     UnknownOutputLayoutError,
+    VideoSourceError,
     VisionpipeError,
+    ZoneError,
 )
 from visionpipe.models import DecodeParams, DetectionModel, ModelSpec, load_model
-from visionpipe.pipeline import Pipeline, Result, StageTimes
+from visionpipe.pipeline import Pipeline
 from visionpipe.preprocess import BoxTransform, PreprocessConfig, preprocess
-
-__version__ = "0.1.0"
+from visionpipe.results import Result, StageTimes
 
 __all__ = [
     "BackendUnavailableError",
+    "BenchmarkError",
     "BoxTransform",
     "DecodeParams",
     "DetectionModel",
     "Detections",
     "DetectionsError",
+    "EnsembleError",
     "EvaluationError",
+    "FixedBatchError",
+    "FusionError",
     "ImageDecodeError",
     "InputShapeError",
+    "LayoutMismatch",
     "MissingExtraError",
     "ModelLoadError",
     "ModelSpec",
+    "OptimizationError",
     "Pipeline",
     "PreprocessConfig",
     "Result",
+    "SourceError",
     "SpecError",
     "StageTimes",
+    "TrackingError",
     "UnknownOutputLayoutError",
+    "VideoSourceError",
     "VisionpipeError",
+    "ZoneError",
     "__version__",
     "evaluate_coco",
     "load_model",

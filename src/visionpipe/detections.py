@@ -68,9 +68,13 @@ class Detections:
         array = np.asarray(values)
         if array.ndim != 1 or len(array) != n:
             raise DetectionsError(f"{name} must have shape ({n},), got {array.shape}")
-        if dtype is np.int64 and array.size and not np.issubdtype(array.dtype, np.integer):
-            if not np.all(np.mod(array, 1) == 0):
-                raise DetectionsError(f"{name} must hold whole numbers")
+        if (
+            dtype is np.int64
+            and array.size
+            and not np.issubdtype(array.dtype, np.integer)
+            and not np.all(np.mod(array, 1) == 0)
+        ):
+            raise DetectionsError(f"{name} must hold whole numbers")
         return array.astype(dtype, copy=False)
 
     @staticmethod

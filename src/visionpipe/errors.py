@@ -67,3 +67,65 @@ class DetectionsError(VisionpipeError, ValueError):
 
 class EvaluationError(VisionpipeError):
     """COCO evaluation could not be run on the given ground truth and detections."""
+
+
+class LayoutMismatch(VisionpipeError):
+    """Raised by a decoder while binding to outputs that are not of its family; says why.
+
+    The loader turns it into :class:`UnknownOutputLayoutError` (naming the shapes and families);
+    decoders written outside visionpipe raise it too.
+    """
+
+
+class SourceError(VisionpipeError):
+    """A source names nothing usable (an empty folder, a pattern matching nothing)."""
+
+
+class FusionError(VisionpipeError, ValueError):
+    """Fusion inputs are inconsistent: weights, scores or class lists."""
+
+
+class EnsembleError(VisionpipeError):
+    """Every member of an ensemble failed on an input; ``errors`` maps member names to causes."""
+
+    def __init__(self, errors: dict[str, Exception]) -> None:
+        super().__init__("; ".join(f"{name}: {error}" for name, error in errors.items()))
+        self.errors = errors
+
+
+class VideoSourceError(VisionpipeError):
+    """A source cannot be opened at all: a missing or undecodable file, an absent camera."""
+
+    def __init__(self, source: str, cause: str) -> None:
+        super().__init__(f"cannot open video source {source}: {cause}")
+        self.source = source
+        self.cause = cause
+
+
+class ZoneError(VisionpipeError, ValueError):
+    """A line or zone was given bad geometry, an unknown anchor, or untracked detections."""
+
+
+class TrackingError(VisionpipeError, ValueError):
+    """A tracker was configured or fed inconsistently (bad thresholds, frame index going back)."""
+
+
+class OptimizationError(VisionpipeError):
+    """A model cannot be optimized (quantized, converted, exported); the message names the cause."""
+
+
+class FixedBatchError(OptimizationError):
+    """The graph itself fixes the batch size, so declaring the batch axis dynamic cannot work.
+
+    ``nodes`` names the nodes found to pin it (the node onnxruntime failed on first, then Reshapes
+    whose constant target shape fixes the batch), each as ``(name, op_type, constant shape)``.
+    """
+
+    def __init__(self, message: str, fixed_batch: int, nodes: list[tuple[str, str, list[int] | None]]) -> None:
+        super().__init__(message)
+        self.fixed_batch = fixed_batch
+        self.nodes = nodes
+
+
+class BenchmarkError(VisionpipeError):
+    """A benchmark cannot be set up, or a variant cannot be measured; the message says why."""

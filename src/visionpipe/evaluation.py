@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from visionpipe.errors import EvaluationError, MissingExtraError
-from visionpipe.pipeline import Result
+from visionpipe.results import Result
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from visionpipe.detections import Detections
+from visionpipe.errors import EnsembleError
 from visionpipe.io.images import (
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -38,45 +39,9 @@ from visionpipe.models.spec import ModelSpec
 from visionpipe.postprocess.fusion import FusionError, FusionMethod, fuse
 from visionpipe.postprocess.nms import nms
 from visionpipe.preprocess import BoxTransform, preprocess
+from visionpipe.results import Result, StageTimes
 
 ModelSource = DetectionModel | ModelSpec | dict[str, Any] | str | Path
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent on one image per stage; ``infer`` is its share of its batch's run."""
-
-    decode: float = 0.0
-    preprocess: float = 0.0
-    infer: float = 0.0
-    postprocess: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.decode + self.preprocess + self.infer + self.postprocess
-
-
-@dataclass
-class Result:
-    """What the pipeline made of one input: detections, or the error that stopped it.
-
-    For an ensemble, ``members`` holds each member's own detections (before fusion) and
-    ``member_errors`` the members that failed on this input.
-    """
-
-    index: int
-    image_id: str
-    source: str
-    image_size: tuple[int, int] | None = None  # (height, width) of the original image
-    detections: Detections | None = None
-    times: StageTimes = field(default_factory=StageTimes)
-    error: Exception | None = None
-    members: dict[str, Detections] = field(default_factory=dict)
-    member_errors: dict[str, Exception] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -102,14 +67,6 @@ class FusionConfig:
         object.__setattr__(self, "method", FusionMethod(self.method))
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-
-
-class EnsembleError(Exception):
-    """Every member of an ensemble failed on an input; ``errors`` maps member names to causes."""
-
-    def __init__(self, errors: dict[str, Exception]) -> None:
-        super().__init__("; ".join(f"{name}: {error}" for name, error in errors.items()))
-        self.errors = errors
 
 
 @dataclass

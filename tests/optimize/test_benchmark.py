@@ -92,7 +92,7 @@ def write_dataset(folder: Path, count: int, seed: int = 1) -> tuple[list[Path], 
         cv2.imwrite(str(path), image)
         paths.append(path)
         images.append({"id": i + 1, "file_name": path.name, "width": 64, "height": 48})
-        for k in range(2):
+        for _ in range(2):
             x, y = float(rng.integers(0, 32)), float(rng.integers(0, 24))
             w, h = float(rng.integers(8, 32)), float(rng.integers(8, 24))
             annotations.append(

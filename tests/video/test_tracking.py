@@ -163,9 +163,9 @@ def test_max_lost_boundary(missed, expected_id):
     # missed frames: after 10 it is found again, after 11 it is gone and the object gets id 2
     # (returned from its second frame).
     tracker = ByteTracker(max_lost=10)
-    for f in range(5):
+    for _ in range(5):
         tracker.update(frame([(box(100, 100), 0.9, 0, 0)]))
-    for f in range(missed):
+    for _ in range(missed):
         tracker.update(frame([]))
     back = tracker.update(frame([(box(100, 100), 0.9, 0, 0)]))
     again = tracker.update(frame([(box(100, 100), 0.9, 0, 0)]))
@@ -214,11 +214,11 @@ def test_score_under_low_threshold_and_short_max_lost_gives_new_id():
 def test_low_detections_do_not_revive_lost_tracks_nor_start_tracks():
     # ByteTrack's second stage only uses tracks tracked on the previous frame.
     tracker = ByteTracker()
-    for f in range(10):
+    for _ in range(10):
         tracker.update(frame([(box(100, 100), 0.9, 0, 0)]))
-    for f in range(3):
+    for _ in range(3):
         tracker.update(frame([]))  # lost now
-    for f in range(8):
+    for _ in range(8):
         assert len(tracker.update(frame([(box(100, 100), 0.3, 0, 0)]))) == 0
     assert tracker.next_id == 2  # no new track was started by the low boxes
     np.testing.assert_array_equal(tracker.update(frame([(box(100, 100), 0.9, 0, 0)])).tracker_id, [1])
@@ -232,7 +232,7 @@ def test_low_detections_do_not_revive_lost_tracks_nor_start_tracks():
 @pytest.mark.parametrize("class_aware, expected", [(True, 2), (False, 1)])
 def test_other_class_at_same_place_does_not_take_the_id(class_aware, expected):
     tracker = ByteTracker(class_aware=class_aware)
-    for f in range(5):
+    for _ in range(5):
         np.testing.assert_array_equal(tracker.update(frame([(box(100, 100), 0.9, 0, 0)])).tracker_id, [1])
     switched = [tracker.update(frame([(box(100, 100), 0.9, 1, 1)])) for _ in range(3)]
     if class_aware:
@@ -259,7 +259,7 @@ def test_two_classes_on_the_same_box_keep_their_own_ids():
 def test_new_tracks_need_new_track_threshold():
     # 0.55 is a high detection (>= 0.5) but under new_track_threshold 0.6: it never starts a track
     tracker = ByteTracker()
-    for f in range(10):
+    for _ in range(10):
         assert len(tracker.update(frame([(box(10, 10), 0.55, 0, 0)]))) == 0
     assert tracker.next_id == 1
     # the threshold itself is enough (0.75 is exact in float32)

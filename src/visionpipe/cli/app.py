@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from visionpipe import __version__
+from visionpipe._version import __version__
 from visionpipe.cli import detect, evaluate, models, optimize, samples, video
 
 app = typer.Typer(

@@ -71,7 +71,7 @@ def optimize(
 ) -> None:
     from visionpipe.io.formats import atomic_open
     from visionpipe.models.loader import load_model
-    from visionpipe.optimize.quantize import _model_path
+    from visionpipe.optimize.graph import onnx_path_of
 
     if not any((int8, int8_dynamic, fp16, prune is not None, dynamic_batch, simplify)):
         raise typer.BadParameter(
@@ -80,7 +80,7 @@ def optimize(
     if (validate is None) != (images is None):
         raise typer.BadParameter("--validate and --images go together", param_hint="--validate")
     source = load_model(resolve_model_source(model), family=family)
-    source_path = _model_path(source)
+    source_path = onnx_path_of(source)
     stem = source_path.stem
     out.mkdir(parents=True, exist_ok=True)
     val = annotated_images(images, validate) if validate is not None and images is not None else []
@@ -228,14 +228,14 @@ def _static_int8(source, calibration, count, method, val, validate, limits: dict
 
 def _score(source, rows: list[dict], images: list[Path], annotations: Path) -> None:
     """mAP of the original and of every variant on the validation images (int8's loop has its own)."""
-    from visionpipe.optimize.quantize import _evaluate, _with_file
+    from visionpipe.optimize.graph import evaluate_model, with_weights
 
     paths = [str(p) for p in images]
-    baseline = _evaluate(source, paths, annotations, 0.01, 8).map_50_95
+    baseline = evaluate_model(source, paths, annotations, 0.01, 8).map_50_95
     for row in rows:
         if "mAP@.5:.95" in row:  # the int8 loop scored its own choice
             continue
-        scored = _evaluate(_with_file(source, Path(row["path"])), paths, annotations, 0.01, 8).map_50_95
+        scored = evaluate_model(with_weights(source, Path(row["path"])), paths, annotations, 0.01, 8).map_50_95
         row["mAP@.5:.95"], row["fp32 mAP@.5:.95"] = scored, baseline
         typer.echo(
             f"{row['variant']}: mAP@.5:.95 {scored:.4f} (fp32 {baseline:.4f}, drop {baseline - scored:+.4f})", err=True

@@ -1,4 +1,4 @@
-"""I/O at the edges: safe image decoding now; sources, sinks and formats next."""
+"""I/O at the edges: safe image decoding, input sources, output formats and image annotation."""
 
 from visionpipe.io.images import (
     DEFAULT_LIMITS,

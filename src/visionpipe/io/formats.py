@@ -22,7 +22,7 @@ import numpy as np
 
 from visionpipe.data import COCO80_NAMES, COCO80_TO_COCO91
 from visionpipe.detections import Detections
-from visionpipe.pipeline import Result
+from visionpipe.results import Result
 
 
 def _current_umask() -> int:

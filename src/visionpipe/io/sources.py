@@ -14,17 +14,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import SourceError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm",
      ".jp2", ".sr", ".ras", ".avif"}
 )  # fmt: skip
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
-
-
-class SourceError(VisionpipeError):
-    """A source names nothing usable (an empty folder, a pattern matching nothing)."""
 
 
 def is_image_path(path: Path) -> bool:

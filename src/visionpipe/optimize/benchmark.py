@@ -59,16 +59,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import BenchmarkError
 
 WORKER_MODULE = "visionpipe.optimize._benchmark_worker"
 PROGRESS_PREFIX = "@@visionpipe-benchmark "  # worker stderr lines carrying progress events (JSON)
 DEVICES = ("cpu", "cuda", "tensorrt")
 MIB = 1024 * 1024
-
-
-class BenchmarkError(VisionpipeError):
-    """A benchmark cannot be set up, or a variant cannot be measured; the message says why."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -762,7 +758,7 @@ def collect_environment(device: str = "cpu") -> dict[str, Any]:
     import numpy
     import onnxruntime
 
-    from visionpipe import __version__
+    from visionpipe._version import __version__
 
     try:
         available = len(os.sched_getaffinity(0))

@@ -34,15 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.errors import BackendUnavailableError, MissingExtraError, first_line
-from visionpipe.optimize.quantize import (
-    OptimizationError,
-    _check_out_path,
-    _copy_metadata,
-    _load_onnx,
-    _save_onnx,
-    _staged,
-)
+from visionpipe.errors import BackendUnavailableError, FixedBatchError, MissingExtraError, OptimizationError, first_line
+from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, save_onnx, staged_file
 
 # the symbolic name given to a batch axis made dynamic (Ultralytics uses it too)
 BATCH_DIM = "batch"
@@ -64,24 +57,6 @@ _ORT_NOISE = (
     # the failed C++ check's source location
     re.compile(r"/onnxruntime_src/\S+:\d+ .*? was false\. "),
 )
-
-
-class FixedBatchError(OptimizationError):
-    """The graph itself fixes the batch size, so declaring the batch axis dynamic cannot work.
-
-    ``nodes`` names the nodes found to pin it (the node onnxruntime failed on first, then Reshapes
-    whose constant target shape fixes the batch), each as ``(name, op_type, constant shape)``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        fixed_batch: int,
-        nodes: list[tuple[str, str, list[int] | None]],
-    ) -> None:
-        super().__init__(message)
-        self.fixed_batch = fixed_batch
-        self.nodes = nodes
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,7 +307,7 @@ def export_torch(
         names = list(output_names) if output_names else [f"output{i}" for i in range(len(reference))]
         if len(names) != len(reference):
             raise OptimizationError(f"{len(names)} output names given for a module with {len(reference)} outputs")
-        with _staged(out) as staged:
+        with staged_file(out) as staged:
             _torchscript_export(torch, module, dummy, staged, opset, input_name, names, dynamic_batch)
             diffs: dict[int, float] = {}
             if verify:
@@ -515,8 +490,8 @@ def make_batch_dynamic(
     Nothing is written then.
     """
     source = Path(source)
-    model = _load_onnx(source, f"make the batch dynamic of {source}")
-    out = _check_out_path(source, out_path)
+    model = load_onnx(source, f"make the batch dynamic of {source}")
+    out = check_out_path(source, out_path)
     if verify_batch < 2:
         raise ValueError(f"verify_batch must be at least 2 to test batching, got {verify_batch}")
     if not model.graph.input:
@@ -529,7 +504,7 @@ def make_batch_dynamic(
     batch_dim = first_dims[0]
     fixed_batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else None
 
-    with _staged(out) as staged:
+    with staged_file(out) as staged:
         if fixed_batch is None:  # symbolic or unknown already: nothing to rewrite
             shutil.copyfile(source, staged)
             changed_inputs, changed_outputs, cleared = [], [], 0
@@ -539,7 +514,7 @@ def make_batch_dynamic(
             changed_outputs = _symbolic_batch(model.graph.output, fixed_batch)
             cleared = len(model.graph.value_info)
             del model.graph.value_info[:]
-            _save_onnx(model, staged, f"make the batch dynamic of {source}")
+            save_onnx(model, staged, f"make the batch dynamic of {source}")
             batched = set(changed_inputs)
         diff = None
         if verify:
@@ -707,7 +682,7 @@ def batch_pinning_reshapes(model, fixed_batch: int = 1) -> list[tuple[str, str, 
     ModelProto or a path.
     """
     if isinstance(model, (str, os.PathLike)):
-        model = _load_onnx(model, f"inspect {model}")
+        model = load_onnx(model, f"inspect {model}")
     graph = model.graph
     constants = _constant_values(graph)
     on_data_path = _data_path(graph)
@@ -767,8 +742,8 @@ def simplify(
     otherwise :class:`OptimizationError` and nothing is written. ``metadata_props`` are carried over.
     """
     source = Path(source)
-    original = _load_onnx(source, f"simplify {source}")
-    out = _check_out_path(source, out_path)
+    original = load_onnx(source, f"simplify {source}")
+    out = check_out_path(source, out_path)
     # onnxslim is a core dependency, but a broken install should still say what is missing
     try:
         import onnxslim
@@ -781,9 +756,9 @@ def simplify(
         raise OptimizationError(f"onnxslim failed on {source}: {type(exc).__name__}: {first_line(exc)}") from exc
     if slim is None:
         raise OptimizationError(f"onnxslim returned no model for {source}")
-    with _staged(out) as staged:
-        _save_onnx(slim, staged, f"simplify {source}")
-        _copy_metadata(original, staged)
+    with staged_file(out) as staged:
+        save_onnx(slim, staged, f"simplify {source}")
+        copy_metadata(original, staged)
         diff = _verify_same_outputs(source, staged, atol, rtol)
     return SimplifyResult(
         path=out,
@@ -831,8 +806,8 @@ def to_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: 
         raise MissingExtraError("openvino", "openvino", "OpenVINO IR conversion") from exc
     source = Path(source)
     # a clear error for missing/corrupt files before OpenVINO's own
-    _load_onnx(source, f"convert {source}")
-    xml = _check_out_path(source, Path(out_dir) / f"{source.stem}.xml")
+    load_onnx(source, f"convert {source}")
+    xml = check_out_path(source, Path(out_dir) / f"{source.stem}.xml")
     try:
         converted = ov.convert_model(str(source))
         ov.save_model(converted, str(xml), compress_to_fp16=fp16)
@@ -877,8 +852,8 @@ def build_tensorrt_engine(
             "a TensorRT engine build needs an NVIDIA GPU with a CUDA driver; none was found here"
         )
     source = Path(source)
-    model = _load_onnx(source, f"build a TensorRT engine from {source}")
-    out = _check_out_path(source, out_path)
+    model = load_onnx(source, f"build a TensorRT engine from {source}")
+    out = check_out_path(source, out_path)
     if workspace_gb <= 0 or max_batch < 1:
         raise ValueError(f"workspace_gb must be positive and max_batch at least 1, got {workspace_gb}, {max_batch}")
     if int8 and not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
@@ -913,7 +888,7 @@ def build_tensorrt_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise OptimizationError(f"TensorRT could not build an engine from {source} (see its log above)")
-    with _staged(out) as staged, open(staged, "wb") as handle:
+    with staged_file(out) as staged, open(staged, "wb") as handle:
         handle.write(serialized)
     return TensorRtResult(
         path=out,

@@ -52,22 +52,15 @@ import numpy as np
 
 from visionpipe.errors import (
     ModelLoadError,
+    OptimizationError,
     SpecError,
     UnknownOutputLayoutError,
     first_line,
 )
 from visionpipe.io.images import ImageInput, decode_image
 from visionpipe.models.loader import SPEC_SUFFIXES, DetectionModel, load_model
-from visionpipe.optimize.quantize import (
-    OptimizationError,
-    _check_out_path,
-    _copy_metadata,
-    _load_onnx,
-    _model_path,
-    _save_onnx,
-    _staged,
-    write_sidecar_spec,
-)
+from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, onnx_path_of, save_onnx, staged_file
+from visionpipe.optimize.quantize import write_sidecar_spec
 from visionpipe.preprocess import preprocess as preprocess_image
 
 # Ops kept in float32 on top of onnxconverter-common's DEFAULT_OP_BLOCK_LIST, with why.
@@ -184,8 +177,8 @@ def convert_fp16(
     """
     source_path, detection_model, notes = _source_model(model, "convert {} to fp16")
     action = f"convert {source_path} to fp16"
-    source = _load_onnx(source_path, action)
-    out = _check_out_path(source_path, out_path)
+    source = load_onnx(source_path, action)
+    out = check_out_path(source_path, out_path)
     blocked = sorted(set(op_block_list)) if op_block_list is not None else default_op_block_list()
 
     converted, retargeted = _convert(source, keep_io_types, blocked, action)
@@ -194,9 +187,9 @@ def convert_fp16(
     casts_added = casts - source_ops.count("Cast")
     notes += _clamped_weights_note(source)
 
-    with _staged(out) as staging:
-        _save_onnx(converted, staging, action)
-        _copy_metadata(source, staging)
+    with staged_file(out) as staging:
+        save_onnx(converted, staging, action)
+        copy_metadata(source, staging)
         error = activation = None
         if check:
             tensor = _check_input(source, detection_model, check_image, action)
@@ -239,21 +232,21 @@ def _source_model(
     optimized; only its sidecar spec is skipped, with a note saying why.
     """
     if isinstance(model, DetectionModel):
-        return _model_path(model), model, []
+        return onnx_path_of(model), model, []
     path = Path(model)
     if path.suffix.lower() in SPEC_SUFFIXES:
         try:
             configured = load_model(path)
         except (ModelLoadError, SpecError, UnknownOutputLayoutError) as exc:
             raise OptimizationError(f"cannot {action.format(path)}: {exc}") from exc
-        return _model_path(configured), configured, []
+        return onnx_path_of(configured), configured, []
     try:
         return path, load_model(path), []
     except (UnknownOutputLayoutError, SpecError) as exc:
         cause = first_line(exc)
         return path, None, [f"no sidecar spec written: not a detector ({cause})"]
     except ModelLoadError:
-        # missing, or not a file onnxruntime opens: _load_onnx says why in the caller's words
+        # missing, or not a file onnxruntime opens: load_onnx says why in the caller's words
         return path, None, []
 
 

@@ -55,14 +55,8 @@ import numpy as np
 from visionpipe.errors import MissingExtraError
 from visionpipe.models.loader import DetectionModel
 from visionpipe.optimize.fp16 import _source_model
-from visionpipe.optimize.quantize import (
-    _check_out_path,
-    _copy_metadata,
-    _load_onnx,
-    _save_onnx,
-    _staged,
-    write_sidecar_spec,
-)
+from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, save_onnx, staged_file
+from visionpipe.optimize.quantize import write_sidecar_spec
 
 SCOPES = ("global", "layer")
 PRUNABLE_OPS = ("Conv", "Gemm", "MatMul")
@@ -197,8 +191,8 @@ def prune_magnitude(
     _validate(sparsity, scope, min_elements)
     source_path, detection_model, notes = _source_model(model, "prune {}")
     action = f"prune {source_path}"
-    source = _load_onnx(source_path, action)
-    out = _check_out_path(source_path, out_path)
+    source = load_onnx(source_path, action)
+    out = check_out_path(source_path, out_path)
 
     weights, skipped = _prunable_weights(source.graph, op_types, min_elements)
     threshold = _apply(weights, sparsity, scope)
@@ -213,9 +207,9 @@ def prune_magnitude(
             if layer.sparsity > NEARLY_EMPTY
         ]
 
-    with _staged(out) as staging:
-        _save_onnx(source, staging, action)
-        _copy_metadata(source, staging)
+    with staged_file(out) as staging:
+        save_onnx(source, staging, action)
+        copy_metadata(source, staging)
     spec_path = None
     if detection_model is not None:
         spec_path = write_sidecar_spec(detection_model, out)

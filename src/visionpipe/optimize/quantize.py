@@ -36,7 +36,6 @@ back the parts that measurably lose accuracy (:mod:`visionpipe.optimize.sensitiv
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import os
 import shutil
@@ -51,12 +50,23 @@ import numpy as np
 from visionpipe.errors import (
     ImageDecodeError,
     InputShapeError,
-    ModelLoadError,
+    OptimizationError,
     VisionpipeError,
     first_line,
 )
 from visionpipe.io.images import decode_image
 from visionpipe.models.loader import DetectionModel
+from visionpipe.optimize.graph import (
+    check_out_path,
+    copy_metadata,
+    evaluate_model,
+    load_onnx,
+    onnx_path_of,
+    save_onnx,
+    staged_file,
+    topological,
+    with_weights,
+)
 from visionpipe.optimize.sensitivity import SegmentDrop
 from visionpipe.preprocess import preprocess as preprocess_image
 
@@ -68,50 +78,10 @@ except ImportError:  # pragma: no cover - onnxruntime is a core dependency
 METHODS = ("minmax", "entropy", "percentile")
 QUANT_TYPES = ("uint8", "int8")
 
-# Op types after the last convolutions that do box/score decoding rather than feature extraction.
-DECODE_OPS = frozenset(
-    {
-        "Sigmoid",
-        "Exp",
-        "Mul",
-        "Add",
-        "Sub",
-        "Div",
-        "Concat",
-        "Reshape",
-        "Transpose",
-        "Softmax",
-        "Slice",
-        "Split",
-        "Gather",
-        "Unsqueeze",
-        "Squeeze",
-        "Flatten",
-        "Tanh",
-        "Pow",
-        "Sqrt",
-        "MatMul",
-        "Cast",
-        "Shape",
-        "ConstantOfShape",
-        "Constant",
-        "Expand",
-        "Tile",
-        "ReduceMax",
-        "ArgMax",
-        "Identity",
-        "Clip",
-        "Relu",
-        "LeakyRelu",
-        "HardSigmoid",
-        "Log",
-        "Neg",
-    }
-)
-
-
-class OptimizationError(VisionpipeError):
-    """A model cannot be optimized (quantized); the message names the cause."""
+# The helpers' former private names, kept while code elsewhere moves to visionpipe.optimize.graph.
+_load_onnx, _save_onnx, _staged, _check_out_path = load_onnx, save_onnx, staged_file, check_out_path
+_model_path, _copy_metadata, _topological = onnx_path_of, copy_metadata, topological
+_evaluate, _with_file = evaluate_model, with_weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,80 +163,6 @@ class AccuracyAwareResult:
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _load_onnx(path: str | os.PathLike, action: str | None = None):
-    """The ModelProto at ``path``; a missing or unreadable file is an OptimizationError worded
-    "cannot <action>: ..." (``action`` names the path, default "quantize <path>")."""
-    import onnx
-
-    path = Path(path)
-    action = action or f"quantize {path}"
-    if not path.is_file():
-        raise OptimizationError(f"cannot {action}: file not found")
-    try:
-        return onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, OSError, ...
-        raise OptimizationError(f"cannot {action}: not a readable ONNX model ({first_line(exc)})") from exc
-
-
-@contextlib.contextmanager
-def _staged(out: Path) -> Iterator[Path]:
-    """A temporary path beside ``out``; moved onto ``out`` when the block succeeds, removed if not,
-    so a failed optimization leaves nothing behind. Beside, not in /tmp, so the final move is an
-    atomic rename on the same file system; the pid keeps two runs writing one name apart."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.stem}.{os.getpid()}.partial{out.suffix}")
-    try:
-        yield temp
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _save_onnx(model, path: Path, action: str) -> None:
-    import onnx
-
-    try:
-        onnx.save(model, str(path))
-    except Exception as exc:  # protobuf's 2 GB limit, a full disk, ...
-        raise OptimizationError(f"cannot {action}: writing {path} failed ({first_line(exc)})") from exc
-
-
-def _check_out_path(model_path: Path, out_path: str | os.PathLike) -> Path:
-    out = Path(out_path)
-    if out.resolve() == model_path.resolve() or (
-        out.exists() and model_path.exists() and os.path.samefile(out, model_path)
-    ):
-        raise OptimizationError(f"refusing to overwrite the original model {model_path}: give another out_path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _model_path(model: DetectionModel) -> Path:
-    path = getattr(model.backend, "path", None)
-    if path is None or Path(path).suffix.lower() != ".onnx":
-        raise OptimizationError(f"model {model.name!r} is not backed by an ONNX file ({model.backend!r})")
-    return Path(path)
-
-
-def _copy_metadata(source, out_path: Path) -> None:
-    """Copy ``metadata_props`` the quantizer dropped (Ultralytics names/imgsz/task, ...)."""
-    import onnx
-
-    wanted = {p.key: p.value for p in source.metadata_props}
-    if not wanted:
-        return
-    quantized = onnx.load(str(out_path))
-    have = {p.key: p.value for p in quantized.metadata_props}
-    if all(have.get(k) == v for k, v in wanted.items()):
-        return
-    merged = {**have, **wanted}
-    del quantized.metadata_props[:]
-    for key, value in merged.items():
-        entry = quantized.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(quantized, str(out_path))
 
 
 def _quant_type(name: str):
@@ -373,8 +269,8 @@ def quantize_dynamic_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model_path = Path(model_path)
-    source = _load_onnx(model_path)
-    out = _check_out_path(model_path, out_path)
+    source = load_onnx(model_path)
+    out = check_out_path(model_path, out_path)
     try:
         quantize_dynamic(
             source,  # a ModelProto: given a path, onnxruntime writes a scratch file beside the source
@@ -386,7 +282,7 @@ def quantize_dynamic_int8(
     except Exception as exc:
         raise OptimizationError(f"dynamic quantization of {model_path} failed: {first_line(exc)}") from exc
     compact_names(out, _graph_names(model_path))
-    _copy_metadata(source, out)
+    copy_metadata(source, out)
     return out
 
 
@@ -490,9 +386,9 @@ def quantize_static_int8(
 
     calibrate_method = _calibration_method(method)
     activations, weights = _quant_type(activation_type), _quant_type(weight_type)
-    model_path = _model_path(model)
-    source = _load_onnx(model_path)
-    out = _check_out_path(model_path, out_path)
+    model_path = onnx_path_of(model)
+    source = load_onnx(model_path)
+    out = check_out_path(model_path, out_path)
     reader = images if isinstance(images, ImageCalibrationReader) else ImageCalibrationReader(model, images)
     reader.rewind()
 
@@ -532,7 +428,7 @@ def quantize_static_int8(
             raise OptimizationError(f"static quantization of {model_path} failed: {first_line(exc)}") from exc
         if compact:
             compact_names(out, _graph_names(to_quantize))
-    _copy_metadata(source, out)
+    copy_metadata(source, out)
     spec_path = write_sidecar_spec(model, out) if write_spec else None
     return StaticQuantization(
         path=out,
@@ -704,9 +600,9 @@ def head_nodes(model_path: str | os.PathLike, count: int = 3) -> list[str]:
     """
     if count < 0:
         raise ValueError(f"count must not be negative, got {count}")
-    graph = _load_onnx(model_path).graph
+    graph = load_onnx(model_path).graph
     # ONNX requires topological order; sort anyway in case a tool wrote it otherwise
-    nodes = _topological(
+    nodes = topological(
         list(graph.node),
         {i.name for i in graph.input} | {t.name for t in graph.initializer},
     )
@@ -734,62 +630,15 @@ def head_nodes(model_path: str | os.PathLike, count: int = 3) -> list[str]:
     return [nodes[i].name for i in sorted(head) if nodes[i].name]
 
 
-def _topological(nodes: list, available: set[str]) -> list:
-    produced_by = {out: i for i, n in enumerate(nodes) for out in n.output}
-    if all(all(not x or x in available or produced_by.get(x, -1) < i for x in n.input) for i, n in enumerate(nodes)):
-        return nodes
-    done: list = []
-    ready = set(available)
-    remaining = list(nodes)
-    while remaining:
-        progress = [n for n in remaining if all(not x or x in ready or x not in produced_by for x in n.input)]
-        if not progress:
-            return nodes  # a cycle or unknown inputs: keep the file's order
-        for n in progress:
-            done.append(n)
-            ready.update(n.output)
-        remaining = [n for n in remaining if n not in progress]
-    return done
-
-
 # --------------------------------------------------------------------------------------------
 # accuracy-aware
-
-
-def _evaluate(
-    model: DetectionModel,
-    images: Sequence[str],
-    annotations: Any,
-    conf: float,
-    batch_size: int,
-):
-    from visionpipe.evaluation import evaluate_coco
-    from visionpipe.pipeline import Pipeline
-
-    with Pipeline(model, conf=conf) as pipe:
-        results = pipe.run(images, batch_size=batch_size)
-    return evaluate_coco(results, annotations, model.class_names)
-
-
-def _with_file(model: DetectionModel, path: Path) -> DetectionModel:
-    """``model`` with its weights swapped for ``path`` (same inputs/outputs, so the same decoder)."""
-    from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
-
-    backend = model.backend
-    try:
-        new = OnnxRuntimeBackend(path, intra_op_threads=getattr(backend, "intra_op_threads", 0) or 0)
-    except ModelLoadError as exc:
-        raise OptimizationError(f"the quantized model {path} does not load: {exc}") from exc
-    if [o.name for o in new.outputs] != [o.name for o in backend.outputs]:
-        raise OptimizationError(f"quantization changed the outputs of {path}")
-    return dataclasses.replace(model, backend=new)
 
 
 def _prepare(model_path: Path, workdir: Path, per_channel: bool, preprocess: bool):
     """The graph every attempt quantizes (opset upgraded, pre-processed once), so node names agree."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared, upgraded = _upgrade_opset(_load_onnx(model_path), model_path, workdir, per_channel)
+    prepared, upgraded = _upgrade_opset(load_onnx(model_path), model_path, workdir, per_channel)
     pre_processed, pre_error = False, None
     if preprocess:
         prepared, pre_processed, pre_error = _pre_process(quant_pre_process, prepared, workdir)
@@ -851,14 +700,14 @@ def quantize_accuracy_aware(
     if sensitive_as not in ("int16", "float"):
         raise ValueError(f"sensitive_as must be 'int16' or 'float', got {sensitive_as!r}")
     say = progress or (lambda message: None)
-    model_path = _model_path(model)
-    out = _check_out_path(model_path, out_path)
+    model_path = onnx_path_of(model)
+    out = check_out_path(model_path, out_path)
     fp32_size = model_path.stat().st_size
     val = [str(p) for p in val_images]
     if not val:
         raise OptimizationError("no validation images were given")
     reader = ImageCalibrationReader(model, calibration_images)
-    fp32 = _evaluate(model, val, annotations, conf, batch_size)
+    fp32 = evaluate_model(model, val, annotations, conf, batch_size)
     say(f"fp32 mAP@.5:.95 {fp32.map_50_95:.4f} on {len(val)} images")
 
     attempts: list[Attempt] = []
@@ -866,7 +715,7 @@ def quantize_accuracy_aware(
     workdir = Path(tempfile.mkdtemp(prefix=".quant-", dir=out.parent))
     try:
         prepared, pre_processed, pre_error, _ = _prepare(model_path, workdir, per_channel, preprocess)
-        prepared_model = _with_file(model, prepared)
+        prepared_model = with_weights(model, prepared)
         counter = itertools.count()
         if moving_average is None:
             averaging = [False, True] if method == "minmax" else [False]
@@ -890,7 +739,7 @@ def quantize_accuracy_aware(
                 calibration_cache=workdir / f"calibration-{calibration['moving_average']}.json",
                 moving_average=calibration["moving_average"],
             )
-            evaluation = _evaluate(_with_file(model, target), val, annotations, conf, batch_size)
+            evaluation = evaluate_model(with_weights(model, target), val, annotations, conf, batch_size)
             return evaluation.map_50_95, evaluation.map_50
 
         def attempt(excluded: Sequence[str], reason: str) -> bool:
@@ -996,7 +845,7 @@ def quantize_accuracy_aware(
         shutil.rmtree(workdir, ignore_errors=True)
     for a in attempts:
         a.path = out if a is attempts[chosen] else None
-    _copy_metadata(_load_onnx(model_path), out)
+    copy_metadata(load_onnx(model_path), out)
     spec_path = write_sidecar_spec(model, out)
     best = attempts[chosen]
     return AccuracyAwareResult(

@@ -64,10 +64,11 @@ def conv_units(model_path: str | os.PathLike) -> list[tuple[str, ...]]:
     """
     import onnx
 
-    from visionpipe.optimize.quantize import OptimizationError, _topological
+    from visionpipe.errors import OptimizationError
+    from visionpipe.optimize.graph import topological
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    nodes = _topological(list(graph.node), {i.name for i in graph.input} | {t.name for t in graph.initializer})
+    nodes = topological(list(graph.node), {i.name for i in graph.input} | {t.name for t in graph.initializer})
     units: list[list[str]] = []
     leading: list[str] = []
     for node in nodes:

@@ -1,4 +1,4 @@
-"""Post-processing shared by every decoder: NMS now, fusion of ensemble members later."""
+"""Post-processing shared by every decoder: NMS (nms.py) and fusion of ensemble members (fusion.py)."""
 
 from visionpipe.postprocess.nms import nms
 

@@ -30,12 +30,8 @@ from enum import Enum
 import numpy as np
 
 from visionpipe.detections import Detections
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import FusionError
 from visionpipe.postprocess.nms import nms as greedy_nms
-
-
-class FusionError(VisionpipeError, ValueError):
-    """Fusion inputs are inconsistent: weights, scores or class lists."""
 
 
 class FusionMethod(str, Enum):

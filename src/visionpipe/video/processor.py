@@ -267,10 +267,13 @@ class VideoProcessor:
                 if frame.index % self.stride:
                     self._count_drop(DropCause.STRIDE)
                     continue
-                if self.max_fps is not None and last_accepted is not None:
-                    if frame.captured_at - last_accepted < 1.0 / self.max_fps:
-                        self._count_drop(DropCause.RATE)
-                        continue
+                if (
+                    self.max_fps is not None
+                    and last_accepted is not None
+                    and frame.captured_at - last_accepted < 1.0 / self.max_fps
+                ):
+                    self._count_drop(DropCause.RATE)
+                    continue
                 last_accepted = frame.captured_at
                 self.buffer.put(frame)
         finally:

@@ -35,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import VideoSourceError, VisionpipeError
 from visionpipe.io.images import decode_image
 from visionpipe.io.sources import is_image_path
 from visionpipe.video.frames import Frame
@@ -56,11 +56,6 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Sleep = Callable[[float], object]
 _SourceT = TypeVar("_SourceT", bound="VideoSource")
-
-# schemes OpenCV's FFmpeg backend reads as network streams
-NETWORK_SCHEMES = frozenset(
-    {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "mms", "mmsh", "hls"}
-)  # fmt: skip
 
 
 class SourceState(str, Enum):
@@ -91,15 +86,6 @@ class SourceEvent:
     time: float
     message: str = ""
     attempt: int = 0
-
-
-class VideoSourceError(VisionpipeError):
-    """A source cannot be opened at all: a missing or undecodable file, an absent camera."""
-
-    def __init__(self, source: str, cause: str) -> None:
-        super().__init__(f"cannot open video source {source}: {cause}")
-        self.source = source
-        self.cause = cause
 
 
 @dataclass(frozen=True)

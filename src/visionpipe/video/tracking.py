@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from visionpipe.detections import Detections
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import TrackingError
 from visionpipe.geometry import box_iou
 
 __all__ = [
@@ -43,10 +43,6 @@ __all__ = [
     "xyah_to_xyxy",
     "xyxy_to_xyah",
 ]
-
-
-class TrackingError(VisionpipeError, ValueError):
-    """A tracker was configured or fed inconsistently (bad thresholds, frame index going back)."""
 
 
 # ------------------------------------------------------------------------------------------------

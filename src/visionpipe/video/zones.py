@@ -13,15 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from visionpipe.detections import Detections
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import ZoneError
 
 __all__ = ["ANCHORS", "LineCounter", "PolygonZone", "ZoneError", "anchor_points", "points_in_polygon"]
 
 ANCHORS = ("center", "bottom_center")
-
-
-class ZoneError(VisionpipeError, ValueError):
-    """A line or zone was given bad geometry, an unknown anchor, or untracked detections."""
 
 
 def anchor_points(xyxy: np.ndarray, anchor: str = "center") -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from visionpipe.errors import LayoutMismatch
 from visionpipe.models.backend import TensorInfo
 
 
@@ -57,10 +58,6 @@ class Candidates:
     @classmethod
     def empty(cls) -> Candidates:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-
-
-class LayoutMismatch(Exception):
-    """Raised while binding a decoder to outputs that are not of its family; says why."""
 
 
 class Decoder(ABC):

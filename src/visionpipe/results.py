@@ -1,0 +1,48 @@
+"""What a pipeline made of one input: its detections (or error), image size and stage times.
+
+Its own module so that writers (``io.formats``), evaluation and later layers read results without
+importing the pipeline that makes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from visionpipe.detections import Detections
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent on one image per stage; ``infer`` is its share of its batch's run."""
+
+    decode: float = 0.0
+    preprocess: float = 0.0
+    infer: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.decode + self.preprocess + self.infer + self.postprocess
+
+
+@dataclass
+class Result:
+    """What the pipeline made of one input: detections, or the error that stopped it.
+
+    For an ensemble, ``members`` holds each member's own detections (before fusion) and
+    ``member_errors`` the members that failed on this input.
+    """
+
+    index: int
+    image_id: str
+    source: str
+    image_size: tuple[int, int] | None = None  # (height, width) of the original image
+    detections: Detections | None = None
+    times: StageTimes = field(default_factory=StageTimes)
+    error: Exception | None = None
+    members: dict[str, Detections] = field(default_factory=dict)
+    member_errors: dict[str, Exception] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
