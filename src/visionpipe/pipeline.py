@@ -96,7 +96,9 @@ class Pipeline:
             ...
         ensemble = Pipeline(["yolox.yaml", "nanodet.yaml"], fusion="wbf", weights=[2, 1])
 
-    Threshold arguments left as None keep each model's defaults.
+    Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
+    ``visionpipe.monitor.Monitor``: anything with ``image_features(image)`` and ``observe(result)``)
+    gets the statistics of each decoded image in the decode threads and every result as it is yielded.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class Pipeline:
         fusion: FusionMethod | str | FusionConfig = FusionMethod.WBF,
         weights: Sequence[float] | None = None,
         fusion_iou: float | None = None,
+        monitor: Any = None,
     ) -> None:
         cores = os.cpu_count() or 1
         # Small detectors scale poorly across ONNX Runtime's intra-op threads; two runs side by
@@ -186,6 +189,7 @@ class Pipeline:
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.concurrency = concurrency
         self.limits = limits
+        self.monitor = monitor
         self._pool: ThreadPoolExecutor | None = None
         self._inference_pool: ThreadPoolExecutor | None = None
 
@@ -278,7 +282,10 @@ class Pipeline:
                 refill()
                 running.append(self.inference_pool.submit(self._infer, batch))
             for finished in running.popleft().result():
-                yield finished.result()
+                result = finished.result()
+                if self.monitor is not None:
+                    self.monitor.observe(result)
+                yield result
 
     # -- stages -------------------------------------------------------------------------------
 
@@ -299,6 +306,12 @@ class Pipeline:
             item.result.times.preprocess = time.perf_counter() - decoded
         except Exception as exc:  # one bad input must never stop the rest
             item.result.error = exc
+            return item
+        if self.monitor is not None:
+            try:
+                item.result.image_features = self.monitor.image_features(image)
+            except Exception:  # monitoring never fails an image
+                item.result.image_features = None
         return item
 
     def _infer(self, batch: list[_Prepared]) -> list[Future[Result]]:

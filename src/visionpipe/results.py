@@ -42,6 +42,8 @@ class Result:
     error: Exception | None = None
     members: dict[str, Detections] = field(default_factory=dict)
     member_errors: dict[str, Exception] = field(default_factory=dict)
+    # statistics of the decoded image, filled where it was decoded when the pipeline has a monitor
+    image_features: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,196 @@
+"""Per-image features, cheap: image statistics on a downscaled copy, and prediction statistics.
+
+Every feature is one float per image (NaN where it is undefined, e.g. the mean confidence of an
+image without detections). Image statistics are taken on a copy shrunk by an integer factor so that
+its longer side is about ``SMALL_SIDE`` pixels (OpenCV's area resize has a fast path for integer
+factors); only ``blockiness`` looks at full-resolution pixels, on a sparse set of rows, because
+JPEG's 8x8 block grid does not survive downscaling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from visionpipe.detections import Detections
+
+SMALL_SIDE = 160
+DARK_LEVEL = 16  # gray level at or below which a pixel counts as clipped dark
+BRIGHT_LEVEL = 239  # ... at or above which it counts as clipped bright
+BLOCK_ROW_STEP = 4  # blockiness reads every 4th row of the full image
+
+IMAGE_FEATURES = (
+    "brightness",
+    "contrast",
+    "sharpness",
+    "saturation",
+    "colourfulness",
+    "dark_share",
+    "bright_share",
+    "blockiness",
+    "noise",
+    "width",
+    "height",
+    "aspect",
+    "mean_b",
+    "mean_g",
+    "mean_r",
+)
+PREDICTION_FEATURES = (
+    "count",
+    "empty",
+    "confidence_mean",
+    "confidence_min",
+    "confidence_max",
+    "low_confidence_share",
+    "box_area_mean",
+    "box_aspect_mean",
+)
+LATENCY_FEATURES = ("decode_seconds", "preprocess_seconds", "infer_seconds", "postprocess_seconds", "total_seconds")
+
+# what each feature means, for the report and the README
+DESCRIPTIONS = {
+    "brightness": "mean gray level (0-255)",
+    "contrast": "RMS contrast: standard deviation of the gray level",
+    "sharpness": "variance of the Laplacian of the gray image",
+    "saturation": "mean HSV saturation (0-255)",
+    "colourfulness": "Hasler-Suesstrunk colourfulness",
+    "dark_share": f"share of pixels with gray <= {DARK_LEVEL}",
+    "bright_share": f"share of pixels with gray >= {BRIGHT_LEVEL}",
+    "blockiness": "JPEG 8x8 block-edge strength: mean step across block borders / mean step elsewhere",
+    "noise": "mean absolute second difference along full-resolution rows (pixel noise)",
+    "width": "image width in pixels",
+    "height": "image height in pixels",
+    "aspect": "width / height",
+    "mean_b": "mean blue",
+    "mean_g": "mean green",
+    "mean_r": "mean red",
+    "count": "detections per image",
+    "empty": "1 when the image has no detection",
+    "confidence_mean": "mean detection confidence",
+    "confidence_min": "lowest detection confidence",
+    "confidence_max": "highest detection confidence",
+    "low_confidence_share": "share of detections under the low-confidence level",
+    "box_area_mean": "mean box area / image area",
+    "box_aspect_mean": "mean box width / height",
+}
+
+
+def downscale(image: np.ndarray, side: int = SMALL_SIDE) -> np.ndarray:
+    """The image shrunk (never enlarged) so that its longer side is ``side`` pixels.
+
+    Bilinear, not area averaging: area averaging costs 8x more on a 640x480 frame, and the
+    statistics taken here do not need an alias-free copy.
+    """
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+
+
+def blockiness(image: np.ndarray) -> float:
+    """Mean absolute horizontal step across 8-pixel column borders over the mean step elsewhere.
+
+    About 1 for natural photos and high-quality JPEG; well above 1 for heavy JPEG compression.
+    """
+    if image.shape[1] < 16:
+        return float("nan")
+    rows = image[::BLOCK_ROW_STEP, :, 1].astype(np.int16)  # green: the channel closest to luma
+    steps = np.abs(np.diff(rows, axis=1))  # steps[:, j] is between column j and j+1
+    width = steps.shape[1]
+    border = np.zeros(width, dtype=bool)
+    border[7::8] = True
+    inside = steps[:, ~border].mean()
+    return float(steps[:, border].mean() / inside) if inside > 0 else float("nan")
+
+
+def noise(image: np.ndarray) -> float:
+    """Mean absolute second difference along every 8th full-resolution row of the green channel.
+
+    Edges contribute too, but sensor or transmission noise raises it far more than scene content.
+    """
+    if image.shape[1] < 3:
+        return float("nan")
+    rows = image[::8, :, 1].astype(np.int16)
+    return float(np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:]).mean())
+
+
+def image_features(image: np.ndarray) -> dict[str, float]:
+    """The image statistics of one BGR uint8 image (see ``DESCRIPTIONS``)."""
+    height, width = image.shape[:2]
+    small = downscale(image)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    mean_b, mean_g, mean_r, _ = cv2.mean(small)
+    gray_mean, gray_std = cv2.meanStdDev(gray)
+    laplacian = cv2.Laplacian(gray, cv2.CV_32F)
+    hsv_s = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[:, :, 1]
+    b, g, r = (small[:, :, k].astype(np.float32) for k in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    colourfulness = math.sqrt(rg.var() + yb.var()) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    pixels = gray.size
+    return {
+        "brightness": float(gray_mean[0, 0]),
+        "contrast": float(gray_std[0, 0]),
+        "sharpness": float(laplacian.var()),
+        "saturation": float(hsv_s.mean()),
+        "colourfulness": float(colourfulness),
+        "dark_share": float(np.count_nonzero(gray <= DARK_LEVEL)) / pixels,
+        "bright_share": float(np.count_nonzero(gray >= BRIGHT_LEVEL)) / pixels,
+        "blockiness": blockiness(image),
+        "noise": noise(image),
+        "width": float(width),
+        "height": float(height),
+        "aspect": width / height,
+        "mean_b": mean_b,
+        "mean_g": mean_g,
+        "mean_r": mean_r,
+    }
+
+
+def prediction_features(
+    detections: Detections, image_size: tuple[int, int] | None, low_confidence: float = 0.5
+) -> dict[str, float]:
+    """Statistics of one image's detections (``image_size`` = (height, width) of the original)."""
+    n = len(detections)
+    nan = float("nan")
+    if n == 0:
+        return {
+            "count": 0.0,
+            "empty": 1.0,
+            "confidence_mean": nan,
+            "confidence_min": nan,
+            "confidence_max": nan,
+            "low_confidence_share": nan,
+            "box_area_mean": nan,
+            "box_aspect_mean": nan,
+        }
+    conf = detections.confidence
+    xyxy = detections.xyxy
+    w = xyxy[:, 2] - xyxy[:, 0]
+    h = xyxy[:, 3] - xyxy[:, 1]
+    area = nan
+    if image_size is not None and image_size[0] > 0 and image_size[1] > 0:
+        area = float((w * h).mean()) / (image_size[0] * image_size[1])
+    aspect = w / np.maximum(h, 1e-6)
+    return {
+        "count": float(n),
+        "empty": 0.0,
+        "confidence_mean": float(conf.mean()),
+        "confidence_min": float(conf.min()),
+        "confidence_max": float(conf.max()),
+        "low_confidence_share": float(np.count_nonzero(conf < low_confidence)) / n,
+        "box_area_mean": area,
+        "box_aspect_mean": float(aspect.mean()),
+    }
+
+
+def class_counts(detections: Detections) -> dict[str, int]:
+    """Detections per class name (class ids where the detections carry no names)."""
+    if not len(detections):
+        return {}
+    ids, counts = np.unique(detections.class_id, return_counts=True)
+    names = detections.class_names
+    return {(names[i] if i < len(names) else str(int(i))): int(c) for i, c in zip(ids, counts)}

@@ -1,0 +1,336 @@
+"""``Monitor``: what the pipeline, the video processor and the server call with every result.
+
+The caller's thread does only cheap work: prediction statistics of the result (tens of
+microseconds) and a put on a bounded queue. Image statistics are computed where the image was
+decoded (``Pipeline`` calls :meth:`Monitor.image_features` in its decode threads), or from
+``image=`` when the caller passes one. A writer thread turns queued items into raw rows and window
+statistics and commits them in batches; :meth:`Monitor.flush` returns once everything observed
+before it is committed, which is when a record counts as acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionpipe.detections import Detections
+from visionpipe.monitor import features as feats
+from visionpipe.monitor.store import Store, clean
+
+log = logging.getLogger("visionpipe.monitor")
+
+CLASSES = "classes"  # the pseudo-feature whose window histogram is the class mix
+
+
+@dataclass
+class Observation:
+    ts: float
+    tag: str
+    image_id: str
+    error: str | None
+    values: dict[str, float]
+    classes: dict[str, int]
+    detections: Detections | None
+
+
+class _Flush:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class Monitor:
+    """Record per-image features, predictions, latencies and errors in a store.
+
+    ``store`` is a path (SQLite), a ``postgresql://`` URL or a :class:`Store`. Use it as a context
+    manager, or call :meth:`close`. ``clock`` gives record timestamps in seconds (wall-clock
+    by default, so windows line up across processes). ``keep_raw`` keeps per-image rows for
+    ``retention_seconds``; window statistics are always kept and stay constant-size per window.
+    """
+
+    def __init__(
+        self,
+        store: str | Path | Store,
+        *,
+        tag: str = "default",
+        class_names: tuple[str, ...] = (),
+        window_seconds: float = 3600.0,
+        batch_size: int = 256,
+        flush_seconds: float = 1.0,
+        keep_raw: bool = True,
+        retention_seconds: float = 30 * 86400.0,
+        low_confidence: float = 0.5,
+        max_queue: int = 50_000,
+        reference: str | None = None,
+        metrics=None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store.open(store)
+        self._owns_store = not isinstance(store, Store)
+        self.tag = tag
+        self.window_seconds = float(window_seconds)
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.keep_raw = keep_raw
+        self.retention_seconds = retention_seconds
+        self.low_confidence = low_confidence
+        self.metrics = metrics
+        self.clock = clock
+        self.writer_id = uuid.uuid4().hex[:12]
+        if class_names:
+            self.store.set_meta("class_names", list(class_names))
+        found = self.store.reference(reference)
+        self.reference_name, self.edges = (found[0], found[1].get("edges", {})) if found else (None, {})
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._windows: dict[tuple[float, str, str], list] = {}
+        self._dirty: set[tuple[float, str, str]] = set()
+        self._lock = threading.Lock()
+        self.observed = 0
+        self.dropped = 0  # observations lost because the queue was full
+        self.written = 0  # records committed
+        self.write_errors = 0
+        self._last_purge = float("-inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write_loop, name="visionpipe-monitor", daemon=True)
+        self._thread.start()
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def image_features(self, image: np.ndarray) -> dict[str, float]:
+        """Image statistics of a decoded BGR frame (called by the pipeline where it decodes)."""
+        return feats.image_features(image)
+
+    def observe(
+        self,
+        result: Any,
+        image: np.ndarray | None = None,
+        *,
+        image_features: Mapping[str, float] | None = None,
+        tag: str | None = None,
+    ) -> None:
+        """Record one result: a pipeline ``Result`` or anything with ``image_id``, ``detections``,
+        ``error``, ``image_size`` and ``times`` (all optional). Never raises."""
+        try:
+            values: dict[str, float] = {}
+            computed = image_features or getattr(result, "image_features", None)
+            if computed is None and image is not None:
+                computed = feats.image_features(image)
+            if computed:
+                values.update(computed)
+            detections = getattr(result, "detections", None)
+            size = getattr(result, "image_size", None)
+            if size is None and image is not None:
+                size = image.shape[:2]
+            classes: dict[str, int] = {}
+            if detections is not None:
+                values.update(feats.prediction_features(detections, size, self.low_confidence))
+                classes = feats.class_counts(detections)
+            times = getattr(result, "times", None)
+            if times is not None:
+                for stage in ("decode", "preprocess", "infer", "postprocess"):
+                    values[f"{stage}_seconds"] = float(getattr(times, stage, 0.0))
+                values["total_seconds"] = float(getattr(times, "total", 0.0))
+            error = getattr(result, "error", None)
+            observation = Observation(
+                ts=self.clock(),
+                tag=tag or self.tag,
+                image_id=str(getattr(result, "image_id", self.observed)),
+                error=None if error is None else (str(error) or type(error).__name__),
+                values=values,
+                classes=classes,
+                detections=detections if self.keep_raw else None,
+            )
+        except Exception as exc:  # monitoring must never break inference
+            log.warning("monitor could not read a result: %s", exc)
+            return
+        self.observed += 1
+        if self.metrics is not None:
+            self.metrics.observe(observation)
+        try:
+            self._queue.put_nowait(observation)
+        except queue.Full:
+            self.dropped += 1
+
+    # -- acknowledgement and lifecycle ----------------------------------------------------------
+
+    def flush(self, timeout: float | None = 60.0) -> int:
+        """Block until everything observed so far is committed; return the records committed."""
+        marker = _Flush()
+        self._queue.put(marker)
+        if not marker.done.wait(timeout):
+            raise TimeoutError("monitor store did not commit in time")
+        return self.written
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        try:
+            self.flush()
+        finally:
+            self._stop.set()
+            self._queue.put(_Flush())  # wakes the writer now rather than at its next poll
+            self._thread.join(10)
+            if self._owns_store:
+                self.store.close()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the writer thread ----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pending: list[Observation] = []
+        waiting: list[_Flush] = []
+        first_at: float | None = None
+        while not (self._stop.is_set() and self._queue.empty()):
+            try:
+                item = self._queue.get(timeout=self.flush_seconds / 4)
+            except queue.Empty:
+                item = None
+            if isinstance(item, _Flush):
+                waiting.append(item)
+            elif item is not None:
+                pending.append(item)
+                first_at = first_at if first_at is not None else time.monotonic()
+            due = first_at is not None and time.monotonic() - first_at >= self.flush_seconds
+            if pending and (len(pending) >= self.batch_size or waiting or due):
+                if self._commit(pending):
+                    pending, first_at = [], None
+                elif len(pending) > self._queue.maxsize:
+                    self.dropped += len(pending) - self._queue.maxsize
+                    pending = pending[-self._queue.maxsize :]
+            if waiting and not pending:
+                for marker in waiting:
+                    marker.done.set()
+                waiting = []
+
+    def _commit(self, batch: list[Observation]) -> bool:
+        records = []
+        for o in batch:
+            self._aggregate(o)
+            if self.keep_raw:
+                records.append(
+                    (
+                        o.ts,
+                        o.tag,
+                        o.image_id,
+                        o.error,
+                        json.dumps({k: clean(v) for k, v in o.values.items()}, separators=(",", ":")),
+                        json.dumps(o.classes, separators=(",", ":")),
+                        None if o.detections is None else encode_detections(o.detections),
+                    )
+                )
+        window_rows = [self._window_row(key) for key in self._dirty]
+        try:
+            self.store.write_batch(records, window_rows)
+        except Exception as exc:
+            self.write_errors += 1
+            log.warning("monitor store write failed (will retry): %s", exc)
+            self._rebuild_after_failure(batch)
+            return False
+        self._dirty.clear()
+        self.written += len(batch)
+        now = batch[-1].ts
+        self._forget_old_windows(now)
+        if self.keep_raw and now - self._last_purge > 60.0:
+            self._last_purge = now
+            try:
+                self.store.delete_records_before(now - self.retention_seconds)
+            except Exception as exc:
+                log.warning("monitor retention purge failed: %s", exc)
+        return True
+
+    def _rebuild_after_failure(self, batch: list[Observation]) -> None:
+        """Undo the batch's aggregation so the retry does not count it twice."""
+        for o in batch:
+            self._aggregate(o, sign=-1)
+
+    def _aggregate(self, o: Observation, sign: int = 1) -> None:
+        start = o.ts - o.ts % self.window_seconds
+        for name, value in o.values.items():
+            if value is None or not np.isfinite(value):
+                continue
+            key = (start, o.tag, name)
+            stats = self._windows.get(key)
+            edges = self.edges.get(name)
+            if stats is None:
+                stats = self._windows[key] = [0, 0.0, 0.0, value, value, [0] * (len(edges) - 1) if edges else None]
+            stats[0] += sign
+            stats[1] += sign * value
+            stats[2] += sign * value * value
+            if sign > 0:
+                stats[3] = min(stats[3], value)
+                stats[4] = max(stats[4], value)
+            if edges:
+                stats[5][_bin(edges, value)] += sign
+            self._dirty.add(key)
+        key = (start, o.tag, CLASSES)
+        stats = self._windows.setdefault(key, [0, 0.0, 0.0, None, None, {}])
+        stats[0] += sign  # images
+        for name, count in o.classes.items():
+            stats[1] += sign * count  # boxes
+            stats[5][name] = stats[5].get(name, 0) + sign * count
+        self._dirty.add(key)
+
+    def _window_row(self, key: tuple[float, str, str]) -> tuple:
+        n, total, total_sq, lo, hi, counts = self._windows[key]
+        return (
+            key[0],
+            key[1],
+            key[2],
+            self.writer_id,
+            n,
+            total,
+            total_sq,
+            clean(lo),
+            clean(hi),
+            self.reference_name,
+            None if counts is None else json.dumps(counts),
+        )
+
+    def _forget_old_windows(self, now: float) -> None:
+        """Windows older than the previous one are complete: drop them from memory."""
+        horizon = now - now % self.window_seconds - self.window_seconds
+        for key in [k for k in self._windows if k[0] < horizon]:
+            del self._windows[key]
+
+
+def _bin(edges: list[float], value: float) -> int:
+    """The bin of ``value`` among ``edges`` (outer bins open-ended, as drift.histogram)."""
+    import bisect
+
+    return bisect.bisect_right(edges, value, 1, len(edges) - 1) - 1
+
+
+def encode_detections(detections: Detections) -> str:
+    """Detections as compact JSON (float32 values survive exactly: float32 -> float64 -> repr)."""
+    return json.dumps(
+        {
+            "xyxy": detections.xyxy.astype(np.float64).ravel().tolist(),
+            "confidence": detections.confidence.astype(np.float64).tolist(),
+            "class_id": detections.class_id.tolist(),
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_detections(text: str, class_names: tuple[str, ...] = ()) -> Detections:
+    data = json.loads(text)
+    return Detections(
+        xyxy=np.asarray(data["xyxy"], dtype=np.float32).reshape(-1, 4),
+        confidence=np.asarray(data["confidence"], dtype=np.float32),
+        class_id=np.asarray(data["class_id"], dtype=np.int64),
+        class_names=class_names,
+    )
