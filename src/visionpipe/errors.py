@@ -129,3 +129,11 @@ class FixedBatchError(OptimizationError):
 
 class BenchmarkError(VisionpipeError):
     """A benchmark cannot be set up, or a variant cannot be measured; the message says why."""
+
+
+class StoreError(VisionpipeError):
+    """A monitoring store cannot be opened, written or read."""
+
+
+class MonitorDataError(VisionpipeError):
+    """A monitoring reference or window has no data to work with."""

@@ -75,12 +75,12 @@ def test_window_histograms_use_the_reference_bins_and_sum_over_writers(tmp_path)
     edges = spec["edges"]["count"]
     assert edges[0] == -np.inf and edges[-1] == np.inf
     writers = [Monitor(path, clock=clock, tag="live") for _ in range(2)]
-    for w, monitor in enumerate(writers):
+    for monitor in writers:
         for i in range(10):
             monitor.observe(result(100 + i, n_boxes=4))
         monitor.close()
     with Store.open(path) as store:
-        live = [w for w in store.window_stats("live") if w[2] == "count"][0]
+        live = next(w for w in store.window_stats("live") if w[2] == "count")
     assert live[3] == 20 and live[8] == "r"
     counts = live[9]
     assert sum(counts) == 20 and counts[int(np.searchsorted(edges[1:-1], 4, side="right"))] == 20

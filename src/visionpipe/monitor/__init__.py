@@ -4,10 +4,11 @@ Sits beside ``video`` and ``optimize``: it may import the core (pipeline, detect
 but never the CLI or the server.
 """
 
+from visionpipe.errors import MonitorDataError, StoreError
 from visionpipe.monitor.drift import DriftResult
 from visionpipe.monitor.monitor import Monitor
-from visionpipe.monitor.store import Store, StoreError
-from visionpipe.monitor.windows import CheckResult, MonitorDataError, Window, check, compare, freeze_reference
+from visionpipe.monitor.store import Store
+from visionpipe.monitor.windows import CheckResult, Window, check, compare, freeze_reference
 
 __all__ = [
     "CheckResult",

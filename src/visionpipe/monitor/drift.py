@@ -233,6 +233,10 @@ def mmd_test(
     return DriftResult(feature, "mmd", observed, p, alpha, p <= alpha, len(ref), len(cur))
 
 
+def _p_or_one(result: DriftResult) -> float:
+    return 1.0 if result.p_value is None else result.p_value
+
+
 def holm(results: list[DriftResult], alpha: float = DEFAULT_ALPHA) -> list[DriftResult]:
     """The same results with Holm's step-down decision at family-wise level ``alpha``.
 
@@ -240,7 +244,7 @@ def holm(results: list[DriftResult], alpha: float = DEFAULT_ALPHA) -> list[Drift
     rejected, none after it is. Results keep their raw p-values; ``threshold`` becomes their Holm level.
     """
     m = len(results)
-    order = sorted(range(m), key=lambda i: results[i].p_value if results[i].p_value is not None else 1.0)
+    order = sorted(range(m), key=lambda i: _p_or_one(results[i]))
     out = list(results)
     still_rejecting = True
     for rank, i in enumerate(order):

@@ -89,7 +89,8 @@ class Monitor:
         if class_names:
             self.store.set_meta("class_names", list(class_names))
         found = self.store.reference(reference)
-        self.reference_name, self.edges = (found[0], found[1].get("edges", {})) if found else (None, {})
+        self.reference_name: str | None = found[0] if found else None
+        self.edges: dict[str, list[float]] = found[1].get("edges", {}) if found else {}
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._windows: dict[tuple[float, str, str], list] = {}
         self._dirty: set[tuple[float, str, str]] = set()

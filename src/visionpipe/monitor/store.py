@@ -26,13 +26,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionpipe.errors import MissingExtraError, VisionpipeError
+from visionpipe.errors import MissingExtraError, StoreError
 
 SCHEMA_VERSION = 1
-
-
-class StoreError(VisionpipeError):
-    """A monitoring store cannot be opened or read."""
 
 
 def _schema(serial: str, real: str) -> list[str]:
@@ -210,7 +206,8 @@ class Store:
         columns: str = "id, ts, tag, image_id, error, features, classes, detections",
     ) -> list[tuple]:
         """Raw records in insertion order, filtered; ``last`` keeps the newest N of those."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if tag is not None:
             where.append("tag = ?")
             params.append(tag)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import MonitorDataError
 from visionpipe.monitor import drift
 from visionpipe.monitor.features import IMAGE_FEATURES, PREDICTION_FEATURES
 from visionpipe.monitor.store import Store
@@ -23,10 +23,6 @@ from visionpipe.monitor.store import Store
 DRIFT_FEATURES = IMAGE_FEATURES + PREDICTION_FEATURES
 MMD_FEATURES = IMAGE_FEATURES  # the multivariate test looks at the images; predictions get their own tests
 MAX_REFERENCE_SAMPLES = 5000
-
-
-class MonitorDataError(VisionpipeError):
-    """A reference or window has no data to work with."""
 
 
 @dataclass
