@@ -25,6 +25,13 @@ Each frame:
 
 Track ids are handed out when a track is *confirmed*, so the ids a caller sees are 1, 2, 3, ...
 without gaps (a one-frame false positive never uses one up) and never reused until :meth:`reset`.
+
+A track's class is voted over its history (each matched detection votes with its score), so a
+detector that calls one vehicle "car" on most frames and "truck" on some gives one track, labelled
+"car". A multi-label detector may report the *same* box under two classes on one frame; a
+detection that overlaps a detection of another class matched on this frame (IoU at least
+``duplicate_iou``) is taken as that object under another label: it votes for the track's class and
+starts no track of its own.
 """
 
 from __future__ import annotations
@@ -222,17 +229,28 @@ class ByteTracker:
       this many consecutive frames, which is ByteTrack's rule (a new track must be matched again
       on the next frame). As in ByteTrack, tracks started on the tracker's first frame are
       confirmed at once. ``min_hits=1`` confirms every new track immediately;
-    - ``class_aware=True``: a detection is only matched to a track of its own class (ByteTrack
-      is class-agnostic: ``class_aware=False``). A track's class is that of the detection that
-      started it;
-    - ``fuse_score=False``: ByteTrack (non-MOT20 settings) multiplies IoU by the detection score
-      in the first and tentative associations; off by default here so the IoU limits mean what
-      they say, on to reproduce ByteTrack's MOT17 behaviour.
+    - ``class_aware=False``: as ByteTrack, a detection may match a track of any class; the
+      track's class is the one voted over its history (score-weighted). ``class_aware=True`` only
+      matches a detection to a track whose voted class is its own;
+    - ``fuse_score=True``: as ByteTrack (non-MOT20 settings), IoU is multiplied by the detection
+      score in the first and tentative associations (``False``: the IoU limits mean what they say);
+    - ``duplicate_iou=0.7``: a detection overlapping a detection of *another class* that matched a
+      track on this frame at least this much is the same object under another label (a
+      multi-label detector's "car" and "truck" on one vehicle): it votes and starts no track.
+      Per-class NMS never leaves two boxes of one class this close, so with a single-class
+      detector this never applies; ``None`` turns it off (ByteTrack itself has no such rule);
+    - ``box="detection"``: the box returned for a tracked object is the detection's own box;
+      ``"kalman"`` returns the Kalman filter's corrected estimate, as ByteTrack's ``tlbr`` does
+      (smoother, but it lags behind sudden moves and is not what the detector saw).
 
-    Score bands are half-open (``score >= high_threshold`` is high, ``low_threshold <= score <
-    high_threshold`` is low), whereas ByteTrack's strict comparisons drop a score exactly equal to
-    ``track_thresh``. ByteTrack's final pruning of lost tracks that overlap a tracked one is not
-    done: such a lost track simply ages out after ``max_lost`` frames.
+    Departures from ByteTrack that remain (with ``duplicate_iou=None`` and ``box="kalman"`` the
+    decisions are ByteTrack's): score bands are half-open (``score >= high_threshold`` is high,
+    ``low_threshold <= score < high_threshold`` is low), whereas ByteTrack's strict comparisons drop
+    a score exactly equal to ``track_thresh``; IoU is computed on continuous coordinates, without
+    ByteTrack's (cython_bbox's) +1 pixel on widths and heights; ids are numbered at confirmation
+    (ByteTrack numbers tentative tracks too, so its ids have gaps); ByteTrack's final pruning of
+    lost tracks that overlap a tracked one is not done: such a lost track simply ages out after
+    ``max_lost`` frames.
     """
 
     def __init__(
@@ -245,8 +263,10 @@ class ByteTracker:
         tentative_match_iou: float = 0.3,
         max_lost: int = 30,
         min_hits: int = 2,
-        class_aware: bool = True,
-        fuse_score: bool = False,
+        class_aware: bool = False,
+        fuse_score: bool = True,
+        duplicate_iou: float | None = 0.7,
+        box: str = "detection",
     ) -> None:
         for name, value in (
             ("high_threshold", high_threshold),
@@ -264,6 +284,10 @@ class ByteTracker:
         ):
             if not 0.0 < float(value) <= 1.0:
                 raise TrackingError(f"{name} must lie in (0, 1], got {value}")
+        if duplicate_iou is not None and not 0.0 < float(duplicate_iou) <= 1.0:
+            raise TrackingError(f"duplicate_iou must lie in (0, 1] or be None, got {duplicate_iou}")
+        if box not in ("detection", "kalman"):
+            raise TrackingError(f"box must be 'detection' or 'kalman', got {box!r}")
         if int(max_lost) != max_lost or max_lost < 0:
             raise TrackingError(f"max_lost must be a whole number >= 0, got {max_lost}")
         if int(min_hits) != min_hits or min_hits < 1:
@@ -278,6 +302,8 @@ class ByteTracker:
         self.min_hits = int(min_hits)
         self.class_aware = bool(class_aware)
         self.fuse_score = bool(fuse_score)
+        self.duplicate_iou = None if duplicate_iou is None else float(duplicate_iou)
+        self.box = box
         self.kalman = KalmanBoxFilter()
         self.reset()
 
@@ -288,7 +314,8 @@ class ByteTracker:
         self._mean = np.zeros((0, 8))
         self._cov = np.zeros((0, 8, 8))
         self._track_id = np.zeros(0, np.int64)  # 0 while tentative
-        self._class_id = np.zeros(0, np.int64)
+        self._class_id = np.zeros(0, np.int64)  # the voted class
+        self._votes = np.zeros((0, 1))  # (tracks, classes): summed scores of the matched detections
         self._hits = np.zeros(0, np.int64)  # consecutive matched frames
         self._last_seen = np.zeros(0, np.int64)  # frame of the last match
         self._score = np.zeros(0, np.float32)
@@ -311,6 +338,7 @@ class ByteTracker:
         self._cov = self._cov[mask]
         self._track_id = self._track_id[mask]
         self._class_id = self._class_id[mask]
+        self._votes = self._votes[mask]
         self._hits = self._hits[mask]
         self._last_seen = self._last_seen[mask]
         self._score = self._score[mask]
@@ -329,6 +357,65 @@ class ByteTracker:
             mean[lost, 7] = 0.0
             mean, cov = self.kalman.predict(mean, cov)
         return mean, cov
+
+    def _vote(self, rows: np.ndarray, class_ids: np.ndarray, scores: np.ndarray) -> None:
+        """Add each detection's score to its track's tally for its class; re-elect the classes
+        (ties go to the class seen first, i.e. the lowest column that reached the top)."""
+        if len(rows) == 0:
+            return
+        needed = int(class_ids.max()) + 1
+        if needed > self._votes.shape[1]:
+            self._votes = np.pad(self._votes, ((0, 0), (0, needed - self._votes.shape[1])))
+        np.add.at(self._votes, (rows, class_ids), scores.astype(np.float64))
+        self._class_id[rows] = np.argmax(self._votes[rows], axis=1)
+
+    def _absorb_duplicates(
+        self,
+        detections: Detections,
+        det_rows: np.ndarray,
+        track_rows: np.ndarray,
+        high_left: np.ndarray,
+        low: np.ndarray,
+    ) -> np.ndarray:
+        """The unmatched high detections that are not another label of a matched detection's box;
+        the duplicates (high or low) vote for the matched detection's track."""
+        if self.duplicate_iou is None or len(det_rows) == 0:
+            return high_left
+        matched = np.zeros(len(detections), bool)
+        matched[det_rows] = True
+        candidates = np.union1d(high_left, low[~matched[low]])
+        if len(candidates) == 0:
+            return high_left
+        iou = box_iou(detections.xyxy[candidates].astype(np.float64), detections.xyxy[det_rows].astype(np.float64))
+        other_class = detections.class_id[candidates][:, None] != detections.class_id[det_rows][None, :]
+        iou = np.where(other_class, iou, 0.0)
+        best = np.argmax(iou, axis=1)
+        duplicate = iou[np.arange(len(candidates)), best] >= self.duplicate_iou
+        dup = candidates[duplicate]
+        self._vote(track_rows[best[duplicate]], detections.class_id[dup], detections.confidence[dup])
+        return np.setdiff1d(high_left, dup)
+
+    def _births_without_duplicates(self, detections: Detections, born: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The detections that start tracks, less those that repeat a more confident newborn's
+        box under another class; and the (duplicate, newborn) pairs, for the vote."""
+        pairs = np.zeros((0, 2), np.int64)
+        if self.duplicate_iou is None or len(born) < 2:
+            return born, pairs
+        order = born[np.argsort(-detections.confidence[born], kind="stable")]
+        iou = box_iou(detections.xyxy[order].astype(np.float64), detections.xyxy[order].astype(np.float64))
+        classes = detections.class_id[order]
+        parent = np.full(len(order), -1)
+        for i in range(1, len(order)):  # greedy in score order, as NMS; only a handful are born per frame
+            leaders = np.flatnonzero(
+                (parent[:i] < 0) & (classes[:i] != classes[i]) & (iou[i, :i] >= self.duplicate_iou)
+            )
+            if len(leaders):
+                parent[i] = leaders[np.argmax(iou[i, leaders])]
+        dup = parent >= 0
+        if not dup.any():
+            return born, pairs
+        pairs = np.stack([order[dup], order[parent[dup]]], axis=1)
+        return np.sort(order[~dup]), pairs
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -360,6 +447,8 @@ class ByteTracker:
     def _similarity(
         self, boxes: np.ndarray, rows: np.ndarray, detections: Detections, cols: np.ndarray, fuse: bool
     ) -> np.ndarray:
+        if len(rows) == 0 or len(cols) == 0:  # nothing to compare: skip the IoU work altogether
+            return np.zeros((len(rows), len(cols)))
         sim = box_iou(boxes[rows], detections.xyxy[cols].astype(np.float64)).astype(np.float64)
         if fuse:
             sim = sim * detections.confidence[cols].astype(np.float64)[None, :]
@@ -383,6 +472,9 @@ class ByteTracker:
         first_frame = self._frame is None
         if detections.class_names:
             self._class_names = detections.class_names
+        if len(detections) == 0 and len(self._mean) == 0:  # an empty scene: nothing to predict or match
+            self._frame = frame
+            return self._tracked(detections, np.zeros(0, np.int64), np.zeros(0, np.int64))
 
         # tracks that would have been deleted on skipped frames
         if not first_frame:
@@ -436,6 +528,11 @@ class ByteTracker:
         self._hits[track_rows] = np.where(self._last_seen[track_rows] == frame - 1, self._hits[track_rows] + 1, 1)
         self._last_seen[track_rows] = frame
         self._score[track_rows] = detections.confidence[det_rows]
+        self._vote(track_rows, detections.class_id[det_rows], detections.confidence[det_rows])
+
+        # a detection left over that is a matched detection's box under another class label (a
+        # multi-label detector) votes for that track instead of starting one
+        high_left = self._absorb_duplicates(detections, det_rows, track_rows, high_left, low)
 
         # 6. delete tentative tracks that missed this frame and tracks lost for too long
         alive = np.where(
@@ -450,6 +547,7 @@ class ByteTracker:
 
         # 5. new tracks from the high detections left, confident enough
         born = high_left[detections.confidence[high_left] >= self.new_track_threshold]
+        born, duplicate_of = self._births_without_duplicates(detections, born)
         if len(born):
             mean, cov = self.kalman.initiate(xyxy_to_xyah(detections.xyxy[born]))
             start = len(self._mean)
@@ -457,6 +555,11 @@ class ByteTracker:
             self._cov = np.concatenate([self._cov, cov])
             self._track_id = np.concatenate([self._track_id, np.zeros(len(born), np.int64)])
             self._class_id = np.concatenate([self._class_id, detections.class_id[born]])
+            self._votes = np.concatenate([self._votes, np.zeros((len(born), self._votes.shape[1]))])
+            self._vote(start + np.arange(len(born)), detections.class_id[born], detections.confidence[born])
+            if len(duplicate_of):  # other labels of a newborn's box vote for it
+                dup, parent = duplicate_of[:, 0], start + np.searchsorted(born, duplicate_of[:, 1])
+                self._vote(parent, detections.class_id[dup], detections.confidence[dup])
             self._hits = np.concatenate([self._hits, np.ones(len(born), np.int64)])
             self._last_seen = np.concatenate([self._last_seen, np.full(len(born), frame, np.int64)])
             self._score = np.concatenate([self._score, detections.confidence[born]])
@@ -473,15 +576,20 @@ class ByteTracker:
             self._next_id += len(rows_in_order)
 
         out = np.flatnonzero(row_of_det >= 0)
-        ids = self._track_id[row_of_det[out]]
-        out = out[ids > 0]
-        ids = ids[ids > 0]
+        out = out[self._track_id[row_of_det[out]] > 0]
+        return self._tracked(detections, out, row_of_det[out])
+
+    def _tracked(self, detections: Detections, out: np.ndarray, rows: np.ndarray) -> Detections:
+        """Detections ``out`` as tracks ``rows`` report them: id, voted class, chosen box."""
         kept = detections[out]
+        xyxy = kept.xyxy
+        if self.box == "kalman":
+            xyxy = xyah_to_xyxy(self._mean[rows, :4]).astype(kept.xyxy.dtype)
         return Detections(
-            xyxy=kept.xyxy,
+            xyxy=xyxy,
             confidence=kept.confidence,
-            class_id=kept.class_id,
-            tracker_id=ids,
+            class_id=self._class_id[rows],
+            tracker_id=self._track_id[rows],
             data=kept.data,
             class_names=kept.class_names,
         )
