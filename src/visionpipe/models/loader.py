@@ -15,6 +15,7 @@ from typing import Any
 
 from visionpipe.errors import SpecError, UnknownOutputLayoutError
 from visionpipe.models.backend import Backend
+from visionpipe.models.bundle import bundle_spec, is_bundle
 from visionpipe.models.decoders import (
     DECODERS,
     DecodeParams,
@@ -167,6 +168,8 @@ def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
     if isinstance(source, dict):
         return ModelSpec.from_dict(source)
     path = Path(source)
+    if is_bundle(path):  # a deployment bundle: every checksum is verified before the model is opened
+        return ModelSpec.from_dict(bundle_spec(path))
     if path.suffix.lower() in SPEC_SUFFIXES:
         return ModelSpec.from_file(path)
     sidecar = find_sidecar_spec(path)

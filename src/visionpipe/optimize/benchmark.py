@@ -151,13 +151,14 @@ class BatchLatency:
     throughput: float  # images/s = batch / mean latency
     runs: int
     calls_per_batch: int = 1  # backend forward calls per batch (> 1 when the batch axis is fixed)
+    p90_ms: float | None = None  # None in reports written before it was measured
 
     @classmethod
     def from_times(cls, batch: int, seconds: Sequence[float], calls_per_batch: int = 1) -> BatchLatency:
         import numpy as np
 
         ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-        p50, p95, p99 = (float(v) for v in np.percentile(ms, [50, 95, 99]))
+        p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
         mean = float(ms.mean())
         return cls(
             batch=batch,
@@ -170,6 +171,7 @@ class BatchLatency:
             throughput=batch / (mean / 1000.0) if mean > 0 else float("inf"),
             runs=len(ms),
             calls_per_batch=calls_per_batch,
+            p90_ms=p90,
         )
 
 
