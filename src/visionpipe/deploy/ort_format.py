@@ -70,6 +70,8 @@ def convert_to_ort(
         quiet = logging.getLogger("ort_format_model.utils")  # logs each config file it writes at INFO
         level = quiet.level
         quiet.setLevel(logging.WARNING)
+        # the converter's sessions warn that an amd64 (NCHWc) file is hardware specific: we know
+        onnxruntime.set_default_logger_severity(3)
         try:
             with contextlib.redirect_stdout(chatter):
                 convert_onnx_models_to_ort(
@@ -82,6 +84,7 @@ def convert_to_ort(
             raise OrtFormatError(f"ORT-format conversion of {source} failed: {first_line(exc)}") from exc
         finally:
             quiet.setLevel(level)
+            onnxruntime.set_default_logger_severity(2)
         written = sorted(out.glob("*.ort"))
         configs = sorted(out.glob("*.config"))
         if len(written) != 1 or len(configs) != 1:
