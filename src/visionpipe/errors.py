@@ -137,3 +137,27 @@ class StoreError(VisionpipeError):
 
 class MonitorDataError(VisionpipeError):
     """A monitoring reference or window has no data to work with."""
+
+
+class TargetError(VisionpipeError):
+    """A deployment target is unknown, or its file is unreadable or invalid; the message says which and why."""
+
+
+class OrtFormatError(VisionpipeError):
+    """ONNX Runtime's converter could not write an ORT-format file; the message names the model."""
+
+
+class BundleError(VisionpipeError):
+    """A deployment bundle cannot be written; the message says why."""
+
+
+class BundleIntegrityError(ModelLoadError):
+    """A bundle's files do not match its manifest (changed, missing, added, or the manifest itself altered)."""
+
+    def __init__(self, message: str, files: list[str]) -> None:
+        super().__init__(message)
+        self.files = files
+
+
+class SignatureError(VisionpipeError):
+    """A bundle signature is missing or does not verify, or a key cannot be read."""

@@ -15,12 +15,27 @@ VAL_IMAGES = "coco/images/val2017"
 TEST_TARGETS = {
     # ORT format only, naming NNAPI: the plan must reject the ONNX file and keep the portable variant
     "yolox_nano_416_coco.onnx": Target(
-        name="test_phone", max_size_mb=10, max_latency_ms=5000, max_memory_mb=1024, max_accuracy_loss=0.02,
-        threads=1, formats=("ort",), precisions=("fp32",), providers=("cpu", "nnapi"),
+        name="test_phone",
+        max_size_mb=10,
+        max_latency_ms=5000,
+        max_memory_mb=1024,
+        max_accuracy_loss=0.02,
+        threads=1,
+        formats=("ort",),
+        precisions=("fp32",),
+        providers=("cpu", "nnapi"),
     ),
     "nanodet_m_320_coco.onnx": Target(
-        name="test_board", max_size_mb=10, max_latency_ms=5000, max_memory_mb=1024, max_accuracy_loss=0.02,
-        threads=1, formats=("onnx",), precisions=("fp32",), providers=("cpu",), platform="amd64",
+        name="test_board",
+        max_size_mb=10,
+        max_latency_ms=5000,
+        max_memory_mb=1024,
+        max_accuracy_loss=0.02,
+        threads=1,
+        formats=("onnx",),
+        precisions=("fp32",),
+        providers=("cpu",),
+        platform="amd64",
     ),
 }
 SMALL_MEASURE = {"warmup": 1, "repeats": 3, "timing_images": 2}

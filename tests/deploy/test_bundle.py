@@ -14,7 +14,7 @@ import pytest
 
 from visionpipe import Pipeline
 from visionpipe.deploy.verify import verify_bundle
-from visionpipe.models.bundle import BundleIntegrityError
+from visionpipe.errors import BundleIntegrityError
 
 from .conftest import GT, manifest_of, val_photos
 
@@ -60,7 +60,12 @@ def test_manifest_describes_the_model(planned, asset):
         assert (folder / entry["required_operators_config"]).is_file()
         # the assets' MANIFEST: BGR, top-left letterbox into 416x416 filled with 114, raw 0..255
         assert (spec["size"], spec["color_order"], spec["resize"], spec["anchor"], spec["pad_value"]) == (
-            [416, 416], "bgr", "letterbox", "top_left", 114.0)
+            [416, 416],
+            "bgr",
+            "letterbox",
+            "top_left",
+            114.0,
+        )
         assert (spec["scale"], spec["mean"]) == (1.0, [0.0, 0.0, 0.0])
         assert manifest["decoder"]["thresholds"]["iou"] == 0.65
     else:
@@ -130,7 +135,7 @@ def test_signature(planned, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(planned[0].bundle.folder, copy)
     key, pub = generate_keypair(tmp_path / "keys")
-    other_key, other_pub = generate_keypair(tmp_path / "other")
+    _, other_pub = generate_keypair(tmp_path / "other")
     sign_manifest(copy, key)
     assert verify_bundle(copy, public_key=pub, check_latency=False).ok
     assert not verify_bundle(copy, public_key=other_pub, check_latency=False).ok
@@ -149,7 +154,10 @@ def test_run_py_detections_equal_visionpipe(planned, asset, tmp_path):
     out = tmp_path / "run.jsonl"
     proc = subprocess.run(
         [sys.executable, "-I", str(folder / "run.py"), *map(str, photos), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     compare_with_pipeline(folder, photos, out)
@@ -175,12 +183,25 @@ def compare_with_pipeline(folder, photos, jsonl):
 def test_eval_on_the_bundle_reproduces_the_manifest_map(planned, asset):
     result, out, _ = planned
     proc = subprocess.run(
-        [sys.executable, "-m", "visionpipe", "eval", "--model", str(result.bundle.folder),
-         "--images", str(out / "confirmation_images.txt"), "--annotations", str(asset(GT))],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "visionpipe",
+            "eval",
+            "--model",
+            str(result.bundle.folder),
+            "--images",
+            str(out / "confirmation_images.txt"),
+            "--annotations",
+            str(asset(GT)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
     manifest = manifest_of(result.bundle.folder)
     assert summary["images"] == manifest["measured"]["validation_images"] == 2
     assert summary["mAP@.5:.95"] == pytest.approx(manifest["measured"]["map_50_95"], abs=1e-4)

@@ -9,16 +9,28 @@ from visionpipe.deploy.planner import MIB, Measurement, assess, choose
 from visionpipe.deploy.targets import Target
 
 TARGET = Target(
-    name="t", max_size_mb=4, max_latency_ms=50, max_memory_mb=100, max_accuracy_loss=0.02,
-    formats=("onnx", "ort"), precisions=("fp32", "fp16", "int8"),
+    name="t",
+    max_size_mb=4,
+    max_latency_ms=50,
+    max_memory_mb=100,
+    max_accuracy_loss=0.02,
+    formats=("onnx", "ort"),
+    precisions=("fp32", "fp16", "int8"),
 )
 
 
 def _candidate(tmp_path, name, fmt="onnx", precision="fp32", content=None):
     path = tmp_path / f"{name}.{fmt}"
     path.write_bytes(content if content is not None else name.encode())
-    return Candidate(name=name, source="m", format=fmt, precision=precision, build=precision,
-                     spec={"model": str(path)}, files=[str(path)])
+    return Candidate(
+        name=name,
+        source="m",
+        format=fmt,
+        precision=precision,
+        build=precision,
+        spec={"model": str(path)},
+        files=[str(path)],
+    )
 
 
 def _m(size_mb, p90, mem, map_):
@@ -71,7 +83,10 @@ def test_nearest_miss_is_the_relatively_smallest_violation(tmp_path):
 
 
 def test_identical_files_are_not_offered_twice(tmp_path):
-    cands = [_candidate(tmp_path, "aware", "onnx", "int8", b"same"), _candidate(tmp_path, "all8", "onnx", "int8", b"same")]
+    cands = [
+        _candidate(tmp_path, "aware", "onnx", "int8", b"same"),
+        _candidate(tmp_path, "all8", "onnx", "int8", b"same"),
+    ]
     assessed = assess(cands, [_m(1, 1, 1, 0.35)] * 2, TARGET, 0.36)
     chosen, _ = choose(assessed)
     assert chosen.candidate.name == "aware"

@@ -25,7 +25,9 @@ def deploy(
     target: str | None = typer.Option(None, "--target", "-t", help="A built-in target's name or a target YAML file."),
     out: Path | None = typer.Option(None, "--out", help="Folder for plan.md, plan.json and the bundle."),
     calibration: Path | None = typer.Option(None, "--calibration", exists=True, help="int8 calibration images."),
-    calibration_count: int = typer.Option(32, "--calibration-count", min=1, help="Calibration images used, the first N."),
+    calibration_count: int = typer.Option(
+        32, "--calibration-count", min=1, help="Calibration images used, the first N."
+    ),
     validate: Path | None = typer.Option(
         None, "--validate", exists=True, dir_okay=False, help="COCO json of the validation images."
     ),
@@ -94,7 +96,9 @@ def deploy(
     raise typer.Exit(result.exit_code)
 
 
-@bundle_app.command("verify", help="Check a bundle on this machine: checksums, golden pair, latency. Exit 2 if any fails.")
+@bundle_app.command(
+    "verify", help="Check a bundle on this machine: checksums, golden pair, latency. Exit 2 if any fails."
+)
 def verify(
     bundle: Path = typer.Argument(..., help="The bundle folder."),
     public_key: Path | None = typer.Option(
@@ -106,7 +110,9 @@ def verify(
 ) -> None:
     from visionpipe.deploy.verify import verify_bundle
 
-    report = verify_bundle(bundle, public_key=public_key, latency_runs=runs, threads=threads, check_latency=not no_latency)
+    report = verify_bundle(
+        bundle, public_key=public_key, latency_runs=runs, threads=threads, check_latency=not no_latency
+    )
     typer.echo(report.to_text())
     raise typer.Exit(0 if report.ok else 2)
 

@@ -36,7 +36,7 @@ import numpy as np
 from visionpipe.deploy.candidates import Candidate
 from visionpipe.deploy.planner import Assessment, Plan
 from visionpipe.deploy.targets import Target
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import BundleError
 from visionpipe.models.bundle import DIGEST_KEY, MANIFEST_NAME, ZERO_DIGEST, seal_manifest, sha256_file
 
 BUNDLE_FORMAT = 1
@@ -61,10 +61,6 @@ ORT_FLOOR = "1.17"
 RUN_PY_FAMILIES = ("yolox", "nanodet", "fastestdet", "yolov8")
 GOLDEN_RTOL = 1e-3
 GOLDEN_ATOL = 1e-3
-
-
-class BundleError(VisionpipeError):
-    """A bundle cannot be written; the message says why."""
 
 
 @dataclass
@@ -182,7 +178,7 @@ def _copy_model(candidate: Candidate, staging: Path) -> dict[str, Any]:
     elif candidate.format == "onnx":
         from visionpipe.deploy.ort_format import onnx_required_operators
 
-        entry["required_operators"] = onnx_required_operators(onnx_path)
+        entry["required_operators"] = onnx_required_operators(candidate.path)
         entry["minimum_runtime"] = {"onnxruntime": _minimum_ort(entry, candidate)}
     else:  # openvino
         import openvino
@@ -304,7 +300,8 @@ def _write_golden(candidate: Candidate, staging: Path, image_path: str | os.Path
     outputs = model.backend.forward(batch)
     names = [o.name for o in model.backend.outputs]
     np.save(folder / "input.npy", batch)
-    np.savez(folder / "outputs.npz", **{name: np.asarray(o) for name, o in zip(names, outputs)})
+    arrays: dict[str, Any] = {name: np.asarray(o) for name, o in zip(names, outputs)}
+    np.savez(folder / "outputs.npz", **arrays)
     with Pipeline(model, concurrency=1) as pipe:
         found = pipe(str(image_path))
     detections = {
@@ -387,7 +384,7 @@ def tool_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    from visionpipe import __version__
+    from visionpipe._version import __version__
 
     versions = {
         "visionpipe": __version__,

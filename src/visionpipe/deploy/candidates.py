@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -230,8 +229,8 @@ def _build_onnx(candidate: Candidate, source: CandidateSource, folder: Path, set
     if candidate.build == "fp16":
         from visionpipe.optimize.fp16 import convert_fp16
 
-        result = convert_fp16(model, target)
-        details = {"blocked_op_types": result.blocked_op_types, "max_relative_error": result.max_relative_error}
+        converted = convert_fp16(model, target)
+        details = {"blocked_op_types": converted.blocked_op_types, "max_relative_error": converted.max_relative_error}
     elif candidate.build == "int8-all8":
         from visionpipe.optimize.quantize import quantize_static_int8
 

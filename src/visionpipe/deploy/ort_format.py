@@ -26,13 +26,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionpipe.errors import VisionpipeError, first_line
+from visionpipe.errors import OrtFormatError, first_line
 
 STYLES = ("fixed", "runtime")
-
-
-class OrtFormatError(VisionpipeError):
-    """ONNX Runtime's converter could not write an ORT-format file; the message names the model."""
 
 
 @dataclass

@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from visionpipe.errors import MissingExtraError, VisionpipeError
+from visionpipe.errors import MissingExtraError, SignatureError
 from visionpipe.models.bundle import MANIFEST_NAME, SIGNATURE_NAME
-
-
-class SignatureError(VisionpipeError):
-    """A signature is missing, does not verify, or a key cannot be read."""
 
 
 def _crypto():

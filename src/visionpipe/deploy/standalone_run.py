@@ -13,6 +13,7 @@ detections equal visionpipe's for the same bundle (boxes in original-image pixel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -103,7 +104,9 @@ def preprocess(image: np.ndarray, input_hw: tuple[int, int], spec: dict) -> tupl
             new_w, new_h = max(1, width * in_h // height), in_h
         left, top = (0, 0) if spec["anchor"] == "top_left" else ((in_w - new_w) // 2, (in_h - new_h) // 2)
         resized = (
-            image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+            image
+            if (new_w, new_h) == (width, height)
+            else cv2.resize(image, (new_w, new_h), interpolation=interpolation)
         )
         canvas = cv2.copyMakeBorder(
             resized,
@@ -344,24 +347,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give images or folders (or --check)")
     model = Model(HERE, manifest, args.threads)
     names = manifest["decoder"]["class_names"]
-    sink = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     failed = 0
-    try:
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as sink:
         for path in image_paths(args.images):
-            image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+            try:
+                image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
+            except OSError as exc:
+                image, cause = None, str(exc)
+            else:
+                cause = "not a decodable image"
             if image is None:
-                print(f"failed: {path}: not a decodable image", file=sys.stderr)
+                print(f"failed: {path}: {cause}", file=sys.stderr)
                 failed += 1
                 continue
             found = model.detect(image, args.conf)
             records = [
-                {"xyxy": [float(v) for v in box], "confidence": float(c), "class_id": int(k), "class_name": names[int(k)]}
+                {
+                    "xyxy": [float(v) for v in box],
+                    "confidence": float(c),
+                    "class_id": int(k),
+                    "class_name": names[int(k)],
+                }
                 for box, c, k in zip(found["xyxy"], found["confidence"], found["class_id"])
             ]
             sink.write(json.dumps({"image": str(path), "detections": records}) + "\n")
-    finally:
-        if sink is not sys.stdout:
-            sink.close()
     return 2 if failed else 0
 
 

@@ -30,15 +30,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import TargetError
 
 FORMATS = ("onnx", "ort", "openvino", "ncnn")
 PRECISIONS = ("fp32", "fp16", "int8")
 PROVIDERS = ("cpu", "nnapi", "coreml", "openvino")
-
-
-class TargetError(VisionpipeError):
-    """A target is unknown, or its file is unreadable or invalid; the message says which and why."""
 
 
 class Target(BaseModel):
@@ -52,7 +48,7 @@ class Target(BaseModel):
     max_accuracy_loss: float = Field(0.02, ge=0, le=1)
     threads: int = Field(0, ge=0)
     formats: tuple[Literal["onnx", "ort", "openvino", "ncnn"], ...] = ("onnx", "ort")
-    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = PRECISIONS
+    precisions: tuple[Literal["fp32", "fp16", "int8"], ...] = ("fp32", "fp16", "int8")
     providers: tuple[Literal["cpu", "nnapi", "coreml", "openvino"], ...] = ("cpu",)
     platform: Literal["arm", "amd64"] = "arm"
 

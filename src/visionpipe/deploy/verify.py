@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.errors import VisionpipeError, first_line
+from visionpipe.errors import BundleIntegrityError, VisionpipeError, first_line
 from visionpipe.models.bundle import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
-    BundleIntegrityError,
     bundle_spec,
     check_files,
     read_manifest,

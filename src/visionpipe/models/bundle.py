@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from visionpipe.errors import ModelLoadError
+from visionpipe.errors import BundleIntegrityError, ModelLoadError
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"  # optional ed25519 signature of manifest.json's bytes
@@ -29,14 +29,6 @@ DIGEST_KEY = "manifest_sha256"
 ZERO_DIGEST = "0" * 64
 _DIGEST_FIELD = re.compile(rb'"manifest_sha256"\s*:\s*"([0-9a-f]{64})"')
 _CHUNK = 1 << 20
-
-
-class BundleIntegrityError(ModelLoadError):
-    """A bundle's files do not match its manifest (changed, missing, or the manifest itself altered)."""
-
-    def __init__(self, message: str, files: list[str]) -> None:
-        super().__init__(message)
-        self.files = files
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -73,14 +65,20 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         raise ModelLoadError(f"cannot read bundle manifest {path}: {exc.strerror or exc}") from None
     match = _DIGEST_FIELD.search(raw)
     if match is None:
-        raise BundleIntegrityError(f"bundle {folder}: {MANIFEST_NAME} has no valid {DIGEST_KEY} (altered)", [MANIFEST_NAME])
+        raise BundleIntegrityError(
+            f"bundle {folder}: {MANIFEST_NAME} has no valid {DIGEST_KEY} (altered)", [MANIFEST_NAME]
+        )
     zeroed = raw[: match.start(1)] + ZERO_DIGEST.encode() + raw[match.end(1) :]
     if hashlib.sha256(zeroed).hexdigest() != match.group(1).decode():
-        raise BundleIntegrityError(f"bundle {folder}: {MANIFEST_NAME} was altered (its digest does not match)", [MANIFEST_NAME])
+        raise BundleIntegrityError(
+            f"bundle {folder}: {MANIFEST_NAME} was altered (its digest does not match)", [MANIFEST_NAME]
+        )
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # digest matched, so it was written so
-        raise BundleIntegrityError(f"bundle {folder}: {MANIFEST_NAME} is not valid JSON: {exc}", [MANIFEST_NAME]) from None
+        raise BundleIntegrityError(
+            f"bundle {folder}: {MANIFEST_NAME} is not valid JSON: {exc}", [MANIFEST_NAME]
+        ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise ModelLoadError(f"bundle {folder}: {MANIFEST_NAME} lists no files")
     return manifest
