@@ -165,7 +165,7 @@ def test_unknown_device(tmp_path):
 def test_tensorrt_provider_listed_without_tensorrt_runtime_is_refused(monkeypatch):
     # onnxruntime-gpu lists TensorrtExecutionProvider even where libnvinfer is missing (seen on an
     # H200 machine), then runs everything on CUDA: refusing keeps a "tensorrt" benchmark honest
-    from visionpipe.models import onnxruntime_backend as backend
+    from visionpipe.models.backends import onnxruntime as backend
 
     listed = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(backend, "tensorrt_runtime_present", lambda: False)

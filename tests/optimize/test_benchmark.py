@@ -419,3 +419,18 @@ def test_worker_that_dies_without_a_result_is_a_failed_row(tiny, monkeypatch, mo
     row = benchmark.run_variant(fixed, config)
     assert row.error.startswith(expected), row.error
     assert row.name == "tiny_fixed" and row.latency == [] and row.size_bytes == os.path.getsize(fixed)
+
+
+def test_runtimes_side_by_side(tiny, tmp_path):
+    """``runtimes=`` runs each model on every runtime named, labelled by runtime, same mAP."""
+    _, dynamic, images, gt = tiny
+    config = BenchmarkConfig(images=images, annotations=gt, batch_sizes=(1,), warmup=1, repeats=2)
+    report = benchmark_models([dynamic], config, progress=False, runtimes=["onnxruntime", "openvino"])
+    assert [r.name for r in report.rows] == ["tiny_dynamic [onnxruntime]", "tiny_dynamic [openvino]"]
+    ort_row, openvino_row = report.rows
+    assert ort_row.ok and openvino_row.ok, (ort_row.error, openvino_row.error)
+    assert ort_row.providers == ["CPUExecutionProvider"] and openvino_row.providers == ["openvino"]
+    assert openvino_row.map_50_95 == pytest.approx(ort_row.map_50_95, abs=1e-3)
+    assert report.speedup(openvino_row, 1) is not None
+    with pytest.raises(Exception, match="unknown runtime 'tflite'"):
+        benchmark_models([dynamic], config, progress=False, runtimes=["tflite"])

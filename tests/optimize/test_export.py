@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from visionpipe.errors import BackendUnavailableError, MissingExtraError
+from visionpipe.models.backends.onnxruntime import OnnxRuntimeBackend
 from visionpipe.models.loader import load_model
-from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
 from visionpipe.optimize import OptimizationError
 from visionpipe.optimize import export as export_module
 from visionpipe.optimize.export import (

@@ -16,16 +16,18 @@ app = typer.Typer(
 
 @app.command("inspect", epilog="Example: visionpipe models inspect yolox_nano_416_coco.onnx --json")
 def inspect(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="An ONNX model file."),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="A model file (ONNX, OpenVINO IR, TorchScript)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Inputs, outputs, the decoder family that fits, embedded metadata, and batch dynamism."""
     from visionpipe.errors import SpecError, UnknownOutputLayoutError
+    from visionpipe.models.backends import open_backend
     from visionpipe.models.loader import build_model
-    from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
     from visionpipe.models.spec import ModelSpec
 
-    backend = OnnxRuntimeBackend(file)
+    backend = open_backend(file)
     try:
         model = build_model(ModelSpec(model=file), backend)
         family, family_note = model.family, ""

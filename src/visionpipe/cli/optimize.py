@@ -264,6 +264,9 @@ def benchmark(
     max_images: int | None = typer.Option(None, "--max-images", min=1, help="Use only the first N images."),
     timeout: float = typer.Option(1800.0, "--timeout", min=1.0, help="Seconds allowed per model."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of bare model files without metadata."),
+    runtime: str | None = typer.Option(
+        None, "--runtime", help="Run every model on each of these runtimes, side by side: onnxruntime,openvino,torch."
+    ),
     quiet: bool = quiet_option(),
 ) -> None:
     from visionpipe.io.sources import expand_sources
@@ -289,7 +292,8 @@ def benchmark(
         family=family,
         timeout=timeout,
     )
-    report = benchmark_models([resolve_model_source(m) for m in models], config, progress=not quiet)
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()] if runtime else None
+    report = benchmark_models([resolve_model_source(m) for m in models], config, progress=not quiet, runtimes=runtimes)
     written = report.write(out)
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)

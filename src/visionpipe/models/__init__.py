@@ -1,13 +1,15 @@
 """Models: runtimes behind one interface, decoders per output family, specs and loading."""
 
 from visionpipe.models.backend import Backend, TensorInfo
+from visionpipe.models.backends import RUNTIMES, open_backend, register_runtime
+from visionpipe.models.backends.onnxruntime import OnnxRuntimeBackend
 from visionpipe.models.decoders import DECODERS, Candidates, DecodeParams, Decoder
 from visionpipe.models.loader import DetectionModel, build_model, load_model
-from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
 from visionpipe.models.spec import ModelSpec
 
 __all__ = [
     "DECODERS",
+    "RUNTIMES",
     "Backend",
     "Candidates",
     "DecodeParams",
@@ -18,4 +20,6 @@ __all__ = [
     "TensorInfo",
     "build_model",
     "load_model",
+    "open_backend",
+    "register_runtime",
 ]

@@ -7,8 +7,11 @@ into runs of that size (padding the last one) and joins the outputs, so callers 
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,11 +32,29 @@ class TensorInfo:
 
 
 class Backend(ABC):
-    """A loaded model in some runtime, with one image input of layout (batch, 3, height, width)."""
+    """A loaded model in some runtime, with one image input of layout (batch, 3, height, width).
 
+    Each runtime is one module in :mod:`visionpipe.models.backends`, registered there by name and
+    file suffix; ``metadata`` holds what the file embeds (e.g. Ultralytics ``names``/``imgsz``).
+    """
+
+    runtime: ClassVar[str] = ""
+    path: Path
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     metadata: dict[str, str]
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        input_size: tuple[int, int] | None = None,
+    ) -> Backend:
+        """Open a model file; ``input_size`` is a hint for runtimes whose files do not record it."""
+        return cls(path, device=device, intra_op_threads=intra_op_threads)  # type: ignore[call-arg]
 
     @abstractmethod
     def forward(self, tensor: np.ndarray) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from visionpipe.errors import SpecError, UnknownOutputLayoutError
 from visionpipe.models.backend import Backend
+from visionpipe.models.backends import open_backend
 from visionpipe.models.bundle import bundle_spec, is_bundle
 from visionpipe.models.decoders import (
     DECODERS,
@@ -24,7 +25,6 @@ from visionpipe.models.decoders import (
     canonical_family,
     matching_families,
 )
-from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
 from visionpipe.models.presets import DEFAULT_INPUT_SIZE, PRESETS
 from visionpipe.models.spec import ModelSpec, ThresholdSpec, find_sidecar_spec
 from visionpipe.preprocess import PreprocessConfig
@@ -44,6 +44,8 @@ class DetectionModel:
     input_hw: tuple[int, int]
     class_names: tuple[str, ...]
     params: DecodeParams
+    # the spec the model was configured from (as given, before the preset filled it in)
+    spec: ModelSpec | None = None
 
     def __repr__(self) -> str:
         return (
@@ -58,16 +60,22 @@ def load_model(
     family: str | None = None,
     device: str = "cpu",
     intra_op_threads: int = 0,
+    runtime: str | None = None,
 ) -> DetectionModel:
     """Load a detector from a spec file, a spec dict/object, or a model file.
 
     ``family`` names the decoder for a bare model file without metadata; without it the family is
     taken from the metadata or, failing that, from the one family whose layout the outputs fit.
+    ``runtime`` (or the spec's ``runtime:``) names the runtime; without it the file's suffix picks
+    one (:mod:`visionpipe.models.backends`).
     """
-    spec = _as_spec(source)
-    if family is not None:
-        spec = spec.model_copy(update={"family": family})
-    backend = OnnxRuntimeBackend(spec.model, device=device, intra_op_threads=intra_op_threads)
+    spec = resolve_spec(source)
+    updates = {k: v for k, v in {"family": family, "runtime": runtime}.items() if v is not None}
+    if updates:
+        spec = spec.model_copy(update=updates)
+    backend = open_backend(
+        spec.model, spec.runtime, device=device, intra_op_threads=intra_op_threads, input_size=spec.input_size
+    )
     return build_model(spec, backend)
 
 
@@ -106,6 +114,7 @@ def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
         input_hw=input_hw,
         class_names=tuple(class_names),
         params=params,
+        spec=spec,
     )
 
 
@@ -162,7 +171,9 @@ def ultralytics_config(metadata: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
+def resolve_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
+    """The spec a source stands for: a spec file or dict as given, a model file with the spec
+    beside it (``model.yaml``) or, without one, a spec naming only the file."""
     if isinstance(source, ModelSpec):
         return source
     if isinstance(source, dict):
@@ -176,6 +187,9 @@ def _as_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
     if sidecar is not None:
         return ModelSpec.from_file(sidecar)
     return ModelSpec(model=path)
+
+
+_as_spec = resolve_spec  # its former private name
 
 
 def _input_size(

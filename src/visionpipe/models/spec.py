@@ -50,6 +50,8 @@ class ThresholdSpec(_Strict):
 class ModelSpec(_Strict):
     model: Path
     family: str | None = None
+    # which runtime runs the file (visionpipe.models.backends); by default its suffix decides
+    runtime: str | None = None
     name: str | None = None
     input_size: tuple[int, int] | None = None  # (height, width)
     preprocess: PreprocessSpec = PreprocessSpec()

@@ -81,6 +81,7 @@ class _Job:
         row["baseline_mb"] = peak_rss_mb()
         self.emit("load")
         source = self.source.get("path") or self.source.get("spec")
+        _import_runtime(source)
         start = time.perf_counter()
         model = load_model(source, family=config.family, device=config.device, intra_op_threads=config.intra_op_threads)
         row["load_ms"] = (time.perf_counter() - start) * 1000.0
@@ -90,7 +91,7 @@ class _Job:
             model_path=os.fspath(getattr(backend, "path", "")) or None,
             family=model.family,
             input_hw=[int(model.input_hw[0]), int(model.input_hw[1])],
-            providers=list(getattr(backend, "providers", [])),
+            providers=list(getattr(backend, "providers", [])) or [backend.runtime],
             fixed_batch=fixed is not None,
             model_batch=fixed,
         )
@@ -212,6 +213,19 @@ class _Job:
             map_detections=len(evaluation.detections),
             failed_images=list(evaluation.failed_images),
         )
+
+
+def _import_runtime(source) -> None:
+    """Import the model's runtime package now, so load_ms does not count importing it."""
+    from visionpipe.errors import VisionpipeError
+    from visionpipe.models.backends import runtime_for
+    from visionpipe.models.loader import resolve_spec
+
+    try:
+        spec = resolve_spec(source)
+        runtime_for(spec.model, spec.runtime).backend_class()
+    except (VisionpipeError, ImportError):
+        pass  # the load itself reports it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -469,6 +469,7 @@ def benchmark_models(
     names: Sequence[str] | None = None,
     progress: bool = True,
     on_row: Callable[[BenchmarkRow], None] | None = None,
+    runtimes: Sequence[str] | None = None,
 ) -> BenchmarkReport:
     """Benchmark each model (a model file, a spec file, a spec dict or a ``ModelSpec``) in its own
     worker process, one after another; the first is the baseline of the ratios.
@@ -476,9 +477,13 @@ def benchmark_models(
     ``names`` labels the rows (default: each file's stem, made unique). A variant that fails is a
     row with ``error`` set; the others still run. ``on_row`` is called with each finished row (to
     save partial results as they come). ``progress`` shows a Rich progress display on stderr.
+    ``runtimes`` (e.g. ``["onnxruntime", "openvino"]``) runs every model on each of those runtimes,
+    side by side, labelled ``name [runtime]``.
     """
     if not models:
         raise BenchmarkError("no models were given to benchmark")
+    if runtimes:
+        models, names = on_runtimes(models, runtimes, names)
     if names is not None and len(names) != len(models):
         raise BenchmarkError(f"{len(names)} names given for {len(models)} models")
     labels = list(names) if names is not None else _unique([_default_name(m) for m in models])
@@ -638,6 +643,26 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def on_runtimes(
+    models: Sequence[ModelArg], runtimes: Sequence[str], names: Sequence[str] | None = None
+) -> tuple[list[ModelArg], list[str]]:
+    """Each model once per runtime (as a spec naming it), and the labels ``name [runtime]``."""
+    from visionpipe.models.backends import runtime_for
+    from visionpipe.models.loader import resolve_spec
+
+    for runtime in runtimes:
+        runtime_for("model", runtime)  # an unknown name fails here, before any process starts
+    labels = list(names) if names is not None else _unique([_default_name(m) for m in models])
+    expanded: list[ModelArg] = []
+    expanded_names: list[str] = []
+    for model, label in zip(models, labels):
+        spec = resolve_spec(model)  # type: ignore[arg-type]
+        for runtime in runtimes:
+            expanded.append(spec.model_copy(update={"runtime": runtime}))
+            expanded_names.append(f"{label} [{runtime}]")
+    return expanded, expanded_names
+
+
 def _source(model: ModelArg) -> tuple[str, dict[str, Any]]:
     """(label, what the worker loads): ``{"path": ...}`` or ``{"spec": {...}}``."""
     if isinstance(model, (str, os.PathLike)):
@@ -681,6 +706,8 @@ def model_size_bytes(path: str | os.PathLike) -> int:
     """Bytes of an ONNX file plus the external-data files its tensors reference (each counted once)."""
     path = Path(path)
     total = path.stat().st_size
+    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():  # an OpenVINO IR pair
+        return total + path.with_suffix(".bin").stat().st_size
     for location in external_data_files(path):
         total += location.stat().st_size
     return total

@@ -34,7 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.errors import BackendUnavailableError, FixedBatchError, MissingExtraError, OptimizationError, first_line
+from visionpipe.errors import (
+    BackendUnavailableError,
+    FixedBatchError,
+    MissingExtraError,
+    OptimizationError,
+    VisionpipeError,
+    first_line,
+)
 from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, save_onnx, staged_file
 
 # the symbolic name given to a batch axis made dynamic (Ultralytics uses it too)
@@ -141,6 +148,8 @@ class OpenVinoResult(_PathResult):
     path: Path
     bin_path: Path
     fp16: bool
+    # the sidecar spec written beside the .xml (None when the source is not a known detector)
+    spec_path: Path | None = None
 
 
 @dataclass
@@ -171,7 +180,7 @@ def _session(path_or_bytes: Path | bytes):
 
 
 def _numpy_dtype(ort_type: str) -> np.dtype:
-    from visionpipe.models.onnxruntime_backend import _ORT_TYPES
+    from visionpipe.models.backends.onnxruntime import _ORT_TYPES
 
     return np.dtype(_ORT_TYPES.get(ort_type, np.float32))
 
@@ -798,7 +807,9 @@ def to_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: 
 
     ``fp16`` stores the weights in half precision (OpenVINO computes in the device's own precision
     either way). ``openvino.save_model`` compresses to fp16 unless told not to, so the choice is
-    always passed explicitly.
+    always passed explicitly. When the source loads as a detector (a sidecar spec, embedded
+    metadata, or a layout only one family fits), its resolved spec is written beside the IR, so
+    ``Pipeline("<out_dir>/<stem>.xml")`` runs it on OpenVINO with no flags.
     """
     try:
         import openvino as ov
@@ -815,7 +826,19 @@ def to_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: 
         raise OptimizationError(
             f"OpenVINO conversion of {source} failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    return OpenVinoResult(path=xml, bin_path=xml.with_suffix(".bin"), fp16=fp16)
+    return OpenVinoResult(path=xml, bin_path=xml.with_suffix(".bin"), fp16=fp16, spec_path=_spec_beside(source, xml))
+
+
+def _spec_beside(source: Path, written: Path) -> Path | None:
+    """Write the source detector's resolved spec beside a converted file, if the source is one."""
+    from visionpipe.models.loader import load_model
+    from visionpipe.optimize.quantize import write_sidecar_spec
+
+    try:
+        model = load_model(source)
+    except VisionpipeError:  # not a detector visionpipe can configure: the IR alone is still useful
+        return None
+    return write_sidecar_spec(model, written)
 
 
 # --------------------------------------------------------------------------------------------

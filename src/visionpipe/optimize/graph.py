@@ -129,7 +129,7 @@ def evaluate_model(
 
 def with_weights(model: DetectionModel, path: Path) -> DetectionModel:
     """``model`` with its weights swapped for ``path`` (same inputs/outputs, so the same decoder)."""
-    from visionpipe.models.onnxruntime_backend import OnnxRuntimeBackend
+    from visionpipe.models.backends.onnxruntime import OnnxRuntimeBackend
 
     backend = model.backend
     try:
