@@ -95,8 +95,7 @@ def test_the_suffix_picks_the_runtime_and_a_name_overrides_it(tmp_path):
     assert runtime_for("m.onnx", "openvino").name == "openvino"
     with pytest.raises(BackendUnavailableError, match="unknown runtime 'tflite'.*onnxruntime"):
         runtime_for("m.onnx", "tflite")
-    with pytest.raises(ModelLoadError, match="no runtime opens 'm.tflite'.*runtime:"):
-        runtime_for("m.tflite")
+    assert runtime_for("model.bin").name == "onnxruntime"  # the default, whatever the name
     with pytest.raises(ModelLoadError, match="TensorRT engine.*runtime 'tensorrt'"):
         runtime_for("m.engine")
 

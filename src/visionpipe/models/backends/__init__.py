@@ -48,6 +48,7 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {}
+DEFAULT_RUNTIME = "onnxruntime"
 
 
 def register_runtime(
@@ -117,11 +118,9 @@ def runtime_for(path: str | os.PathLike, runtime: str | None = None) -> Runtime:
     for candidate in RUNTIMES.values():
         if suffix in candidate.suffixes:
             return candidate
-    known = sorted({s for r in RUNTIMES.values() for s in r.suffixes})
-    raise ModelLoadError(
-        f"no runtime opens {Path(path).name!r} (suffix {suffix or 'none'}); known suffixes: {', '.join(known)}, "
-        f"or name one with runtime: in the spec ({', '.join(sorted(RUNTIMES))})"
-    )
+    # any other file goes to the default runtime, as before runtimes were chosen by suffix; its
+    # error then says what it made of the file
+    return RUNTIMES[DEFAULT_RUNTIME]
 
 
 def open_backend(
