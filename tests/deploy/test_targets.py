@@ -53,3 +53,17 @@ def test_invalid_user_target_is_named(tmp_path, text, named):
 def test_unknown_target_names_the_builtins():
     with pytest.raises(TargetError, match="mobile, embedded, edge_server"):
         load_target("watch")
+
+
+def test_candidate_sources(asset):
+    from visionpipe.deploy.candidates import parse_candidate, primary_source
+    from visionpipe.errors import VisionpipeError
+
+    source, _ = primary_source(asset("models/yolov8n_random_dynamic.onnx"))
+    resized = parse_candidate("size=320x256", source.spec)
+    assert resized.spec["input_size"] == [320, 256] and resized.spec["model"] == source.spec["model"]
+    assert resized.label.endswith("_320x256")
+    other = parse_candidate(str(asset("models/nanodet_m_320_coco.onnx")), source.spec)
+    assert other.spec["family"] == "nanodet" and other.spec["input_size"] == [320, 320]
+    with pytest.raises(VisionpipeError, match="size=HxW"):
+        parse_candidate("size=big", source.spec)
