@@ -68,7 +68,9 @@ def main() -> int:
                 cache_dir=args.out / f"cache-{Path(MODELS[label]).stem}",
                 measure_settings={"repeats": args.repeats},
                 int8_options={"max_measurements": args.int8_measurements},
-                progress=lambda message, label=label, name=name: print(f"  [{label} {name}] {message}", file=sys.stderr),
+                progress=lambda message, label=label, name=name: print(
+                    f"  [{label} {name}] {message}", file=sys.stderr
+                ),
             )
             plans[(label, name)] = result.plan.to_markdown()
             if result.bundle is None:
@@ -83,9 +85,7 @@ def main() -> int:
                 f"{report.latency.get('p90_ms', float('nan')):.1f} ({'ok' if report.ok else 'FAIL'}) | {eval_map:.4f} |"
             )
     print()
-    print(
-        "| model | target | chosen | size MiB | plan p90 ms | plan mAP | loss | verify p90 ms | eval mAP on bundle |"
-    )
+    print("| model | target | chosen | size MiB | plan p90 ms | plan mAP | loss | verify p90 ms | eval mAP on bundle |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     for (label, name), text in plans.items():
