@@ -86,8 +86,10 @@ class Monitor:
         self.metrics = metrics
         self.clock = clock
         self.writer_id = uuid.uuid4().hex[:12]
+        self._names_saved = bool(class_names)
         if class_names:
             self.store.set_meta("class_names", list(class_names))
+        self.store.set_meta("window_seconds", self.window_seconds)
         found = self.store.reference(reference)
         self.reference_name: str | None = found[0] if found else None
         self.edges: dict[str, list[float]] = found[1].get("edges", {}) if found else {}
@@ -219,6 +221,11 @@ class Monitor:
 
     def _commit(self, batch: list[Observation]) -> bool:
         records = []
+        if not self._names_saved:  # accuracy ingestion needs the model's class names
+            names = next((o.detections.class_names for o in batch if o.detections is not None), ())
+            if names:
+                self.store.set_meta("class_names", list(names))
+                self._names_saved = True
         for o in batch:
             self._aggregate(o)
             if self.keep_raw:
