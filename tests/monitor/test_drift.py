@@ -119,3 +119,19 @@ def test_serial_correlation_lowers_the_effective_size(rng):
 def test_too_few_samples_give_no_result():
     assert drift.ks_test([1, 2], [1, 2, 3, 4, 5, 6]) is None
     assert drift.class_mix_tests({}, {"a": 1}) == []
+
+
+def test_mmd_statistic_equals_the_textbook_formula(rng):
+    from scipy.spatial.distance import cdist, pdist
+
+    a, b = rng.normal(size=(40, 3)) * [1, 2, 3] + 5, rng.normal(size=(30, 3)) * [1, 2, 3] + 5.5
+    result = drift.mmd_test(a, b, permutations=10)
+    mean, std = a.mean(axis=0), a.std(axis=0)
+    x, y = (a - mean) / std, (b - mean) / std
+    bandwidth = np.median(pdist(np.vstack([x, y]), "sqeuclidean"))
+
+    def k(p, q):
+        return np.exp(-cdist(p, q, "sqeuclidean") / bandwidth)
+
+    expected = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    assert result.statistic == pytest.approx(expected, rel=1e-9)

@@ -191,6 +191,6 @@ def class_counts(detections: Detections) -> dict[str, int]:
     """Detections per class name (class ids where the detections carry no names)."""
     if not len(detections):
         return {}
-    ids, counts = np.unique(detections.class_id, return_counts=True)
+    counts = np.bincount(detections.class_id)  # no sort: this runs for every image
     names = detections.class_names
-    return {(names[i] if i < len(names) else str(int(i))): int(c) for i, c in zip(ids, counts)}
+    return {(names[i] if i < len(names) else str(i)): int(counts[i]) for i in np.flatnonzero(counts).tolist()}

@@ -10,8 +10,10 @@ before it is committed, which is when a record counts as acknowledged.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -143,6 +145,7 @@ class Monitor:
                     values[f"{stage}_seconds"] = float(getattr(times, stage, 0.0))
                 values["total_seconds"] = float(getattr(times, "total", 0.0))
             error = getattr(result, "error", None)
+            values["error"] = 0.0 if error is None else 1.0
             observation = Observation(
                 ts=self.clock(),
                 tag=tag or self.tag,
@@ -235,7 +238,9 @@ class Monitor:
                         o.tag,
                         o.image_id,
                         o.error,
-                        json.dumps({k: clean(v) for k, v in o.values.items()}, separators=(",", ":")),
+                        json.dumps(
+                            {k: (v if math.isfinite(v) else None) for k, v in o.values.items()}, separators=(",", ":")
+                        ),
                         json.dumps(o.classes, separators=(",", ":")),
                         None if o.detections is None else encode_detections(o.detections),
                     )
@@ -266,31 +271,38 @@ class Monitor:
             self._aggregate(o, sign=-1)
 
     def _aggregate(self, o: Observation, sign: int = 1) -> None:
+        # plain Python on purpose: a few dozen floats per image, where NumPy calls cost more
         start = o.ts - o.ts % self.window_seconds
+        windows, dirty, all_edges = self._windows, self._dirty, self.edges
         for name, value in o.values.items():
-            if value is None or not np.isfinite(value):
+            if value is None or not math.isfinite(value):
                 continue
             key = (start, o.tag, name)
-            stats = self._windows.get(key)
-            edges = self.edges.get(name)
+            stats = windows.get(key)
+            edges = all_edges.get(name)
             if stats is None:
-                stats = self._windows[key] = [0, 0.0, 0.0, value, value, [0] * (len(edges) - 1) if edges else None]
+                stats = windows[key] = [0, 0.0, 0.0, value, value, [0] * (len(edges) - 1) if edges else None]
             stats[0] += sign
             stats[1] += sign * value
             stats[2] += sign * value * value
             if sign > 0:
-                stats[3] = min(stats[3], value)
-                stats[4] = max(stats[4], value)
+                if value < stats[3]:
+                    stats[3] = value
+                if value > stats[4]:
+                    stats[4] = value
             if edges:
-                stats[5][_bin(edges, value)] += sign
-            self._dirty.add(key)
+                stats[5][bisect.bisect_right(edges, value, 1, len(edges) - 1) - 1] += sign
+            dirty.add(key)
         key = (start, o.tag, CLASSES)
-        stats = self._windows.setdefault(key, [0, 0.0, 0.0, None, None, {}])
+        stats = windows.get(key)
+        if stats is None:
+            stats = windows[key] = [0, 0.0, 0.0, None, None, {}]
         stats[0] += sign  # images
+        counts = stats[5]
         for name, count in o.classes.items():
             stats[1] += sign * count  # boxes
-            stats[5][name] = stats[5].get(name, 0) + sign * count
-        self._dirty.add(key)
+            counts[name] = counts.get(name, 0) + sign * count
+        dirty.add(key)
 
     def _window_row(self, key: tuple[float, str, str]) -> tuple:
         n, total, total_sq, lo, hi, counts = self._windows[key]
@@ -313,13 +325,6 @@ class Monitor:
         horizon = now - now % self.window_seconds - self.window_seconds
         for key in [k for k in self._windows if k[0] < horizon]:
             del self._windows[key]
-
-
-def _bin(edges: list[float], value: float) -> int:
-    """The bin of ``value`` among ``edges`` (outer bins open-ended, as drift.histogram)."""
-    import bisect
-
-    return bisect.bisect_right(edges, value, 1, len(edges) - 1) - 1
 
 
 def encode_detections(detections: Detections) -> str:
