@@ -161,3 +161,11 @@ class BundleIntegrityError(ModelLoadError):
 
 class SignatureError(VisionpipeError):
     """A bundle signature is missing or does not verify, or a key cannot be read."""
+
+
+class AlertRuleError(VisionpipeError):
+    """An alert rules file (or a sink's setting) is malformed."""
+
+
+class WebhookError(VisionpipeError):
+    """A webhook did not accept an alert after every retry."""

@@ -33,7 +33,9 @@ class FakeClock:
 
 
 def a_check(drifting: bool, images: int = 100, confidence: float = 0.6) -> CheckResult:
-    ks = DriftResult("brightness", "ks", 0.5 if drifting else 0.05, 1e-9 if drifting else 0.6, 0.001, drifting, 128, images)
+    ks = DriftResult(
+        "brightness", "ks", 0.5 if drifting else 0.05, 1e-9 if drifting else 0.6, 0.001, drifting, 128, images
+    )
     return CheckResult(
         reference="ref",
         window={"tag": "cam1", "images": images},
@@ -101,7 +103,9 @@ def test_json_file_sink_appends_lines(tmp_path):
     clock = FakeClock()
     sink = JsonFileSink(tmp_path / "alerts" / "alerts.jsonl")
     with Store.open(tmp_path / "m.db") as store:
-        evaluate_rules({None: a_check(True)}, [Rule("a", "drift.image"), Rule("b", "drift.image")], store, [sink], clock=clock)
+        evaluate_rules(
+            {None: a_check(True)}, [Rule("a", "drift.image"), Rule("b", "drift.image")], store, [sink], clock=clock
+        )
     lines = [json.loads(line) for line in (tmp_path / "alerts" / "alerts.jsonl").read_text().splitlines()]
     assert [line["rule"] for line in lines] == ["a", "b"] and lines[0]["value"] == 1.0
 
@@ -116,7 +120,7 @@ class _Server:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
+            def do_POST(self):
                 owner.calls += 1
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status, delay = behaviour(owner.calls)
@@ -151,7 +155,9 @@ def _send(url, tmp_path, **options):
     waits = []
     sink = WebhookSink(url, sleep=waits.append, **options)
     with Store.open(tmp_path / "m.db") as store:
-        (outcome,) = evaluate_rules({None: a_check(True)}, [Rule("drift", "drift.image")], store, [sink], clock=FakeClock())
+        (outcome,) = evaluate_rules(
+            {None: a_check(True)}, [Rule("drift", "drift.image")], store, [sink], clock=FakeClock()
+        )
     return sink, outcome, waits
 
 
@@ -175,7 +181,7 @@ def test_webhook_that_times_out_is_reported_not_raised(tmp_path):
 
 def test_webhook_client_error_is_not_retried(tmp_path):
     with _Server(lambda call: (400, 0)) as server:
-        sink, outcome, _ = _send(server.url, tmp_path, retries=3)
+        _, outcome, _ = _send(server.url, tmp_path, retries=3)
     assert server.calls == 1 and "HTTP 400" in outcome.sink_errors[0]
 
 

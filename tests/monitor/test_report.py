@@ -98,7 +98,7 @@ def test_report_in_headless_chromium(history, tmp_path):
     dom = subprocess.run(
         [browser, *flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120
     ).stdout
-    table = dom[dom.index("id=\"drift-table\"") :]
+    table = dom[dom.index('id="drift-table"') :]
     table = table[: table.index("</table>")]
     assert table.count("<tr") >= 1 + 3 * len(IMAGE_FEATURES)  # header + ks, wasserstein and psi per feature
     assert "<td>brightness</td><td>ks</td>" in table

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from visionpipe._version import __version__
-from visionpipe.cli import deploy, detect, evaluate, models, optimize, samples, video
+from visionpipe.cli import deploy, detect, evaluate, models, monitor, optimize, samples, video
 
 app = typer.Typer(
     name="visionpipe",
@@ -51,6 +51,7 @@ app.command("optimize", help=optimize.OPTIMIZE_HELP, epilog=optimize.OPTIMIZE_EX
 app.command("benchmark", help=optimize.BENCHMARK_HELP, epilog=optimize.BENCHMARK_EXAMPLE)(optimize.benchmark)
 app.command("deploy", help=deploy.DEPLOY_HELP, epilog=deploy.DEPLOY_EXAMPLE)(deploy.deploy)
 app.add_typer(deploy.bundle_app, name="bundle")
+app.add_typer(monitor.app, name="monitor")
 
 # Typer re-exports click's Exit and Abort; its base ClickException (usage errors) is found through
 # BadParameter, since recent Typer releases vendor their own click.

@@ -20,6 +20,19 @@ def quiet_option():
     return typer.Option(False, "--quiet", "-q", help="No progress display (it only shows on a terminal anyway).")
 
 
+def monitor_option():
+    return typer.Option(
+        None,
+        "--monitor",
+        help="Record image features, predictions and latencies in this monitoring store: a SQLite file or a "
+        "postgresql:// URL (see `visionpipe monitor`).",
+    )
+
+
+def monitor_tag_option():
+    return typer.Option("default", "--monitor-tag", help="Tag this run's records in the monitoring store.")
+
+
 def resolve_model_source(model: str | None):
     """What ``load_model`` should get for a ``--model`` value (the built-in default when omitted)."""
     from visionpipe.models.zoo import BUILTINS, DEFAULT_MODEL

@@ -14,6 +14,8 @@ from visionpipe.cli.common import (
     MODEL_HELP,
     WEIGHTS_HELP,
     build_pipeline,
+    monitor_option,
+    monitor_tag_option,
     parse_classes,
     progress,
     quiet_option,
@@ -72,6 +74,8 @@ def detect(
     ),
     max_pixels: int = typer.Option(50_000_000, "--max-pixels", min=1, help="Reject images with more pixels than this."),
     quiet: bool = quiet_option(),
+    monitor: str | None = monitor_option(),
+    monitor_tag: str = monitor_tag_option(),
 ) -> None:
     from visionpipe.io.annotate import annotate, encode_image
     from visionpipe.io.formats import (
@@ -85,6 +89,7 @@ def detect(
     )
     from visionpipe.io.images import DecodeLimits, decode_image
     from visionpipe.io.sources import expand_sources
+    from visionpipe.monitor.monitor import monitoring
 
     paths = expand_sources(sources)
     gt = json.loads(annotations.read_text(encoding="utf-8")) if annotations else None
@@ -118,7 +123,7 @@ def detect(
     used_names: set[str] = set()
     start = time.perf_counter()
     try:
-        with pipeline, progress(len(paths), "detect", quiet) as advance:
+        with pipeline, monitoring(pipeline, monitor, tag=monitor_tag), progress(len(paths), "detect", quiet) as advance:
             for result in pipeline.stream(paths):
                 for writer in writers:
                     writer.write(result)

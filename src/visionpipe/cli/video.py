@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import FUSION_HELP, MODEL_HELP, WEIGHTS_HELP, build_pipeline
+from visionpipe.cli.common import (
+    FUSION_HELP,
+    MODEL_HELP,
+    WEIGHTS_HELP,
+    build_pipeline,
+    monitor_option,
+    monitor_tag_option,
+)
 from visionpipe.postprocess.fusion import FusionMethod
 from visionpipe.video.buffer import BufferPolicy
 
@@ -51,9 +58,15 @@ def video(
     ),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
+    monitor: str | None = monitor_option(),
+    monitor_tag: str = monitor_tag_option(),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."
+    ),
 ) -> None:
     import json
 
+    from visionpipe.monitor.monitor import monitoring
     from visionpipe.video.processor import VideoProcessor
     from visionpipe.video.sinks import JsonlSink, VideoFileSink
     from visionpipe.video.sources import open_source
@@ -89,15 +102,16 @@ def video(
         line_counter=counter,
         sinks=sinks,
     )
-    processor.start()
-    try:
-        with _status() as show:
-            for _ in processor.results():
-                show(processor.stats)
-    except KeyboardInterrupt:
-        processor.stop(drain=False)
-        raise
-    stats = processor.stop()
+    with monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port):
+        processor.start()
+        try:
+            with _status() as show:
+                for _ in processor.results():
+                    show(processor.stats)
+        except KeyboardInterrupt:
+            processor.stop(drain=False)
+            raise
+        stats = processor.stop()
     summary = stats.as_dict()
     if counter is not None:
         summary["line"] = {"in": counter.in_count, "out": counter.out_count}

@@ -6,7 +6,7 @@ but never the CLI or the server.
 
 from visionpipe.errors import MonitorDataError, StoreError
 from visionpipe.monitor.drift import DriftResult
-from visionpipe.monitor.monitor import Monitor
+from visionpipe.monitor.monitor import Monitor, monitoring
 from visionpipe.monitor.store import Store
 from visionpipe.monitor.windows import CheckResult, Window, check, compare, freeze_reference
 
@@ -21,4 +21,5 @@ __all__ = [
     "check",
     "compare",
     "freeze_reference",
+    "monitoring",
 ]

@@ -68,7 +68,8 @@ def yolo_ground_truth(folder: str | Path, class_names: tuple[str, ...], sizes: M
     if not folder.is_dir():
         raise EvaluationError(f"YOLO labels folder {folder} does not exist")
     by_stem = {Path(image_id).stem: image_id for image_id in sizes}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for number, txt in enumerate(sorted(folder.glob("*.txt")), start=1):
         image_id = by_stem.get(txt.stem)
         if image_id is None:
@@ -209,9 +210,6 @@ def ingest_labels(
     windows = [_window_accuracy(s, rs, ground_truth, class_names, conf) for s, rs in sorted(by_window.items())]
     now = clock()
     store.save_accuracy(
-        [
-            (w.window_start, tag or "*", now, w.images, w.map_50_95, w.map_50, json.dumps(w.per_class))
-            for w in windows
-        ]
+        [(w.window_start, tag or "*", now, w.images, w.map_50_95, w.map_50, json.dumps(w.per_class)) for w in windows]
     )
     return AccuracyReport(overall, windows, len(matched), len(labelled) - len(matched))

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import AlertRuleError, WebhookError
 from visionpipe.monitor.features import IMAGE_FEATURES, PREDICTION_FEATURES
 from visionpipe.monitor.store import Store
 from visionpipe.monitor.windows import CheckResult
@@ -35,10 +35,6 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "<=": operator.le,
 }
-
-
-class AlertRuleError(VisionpipeError):
-    """An alert rules file is malformed."""
 
 
 def _drifting(check: CheckResult, features: Sequence[str]) -> float:
@@ -185,10 +181,6 @@ class JsonFileSink(Sink):
             os.fsync(handle.fileno())
 
 
-class WebhookError(VisionpipeError):
-    """A webhook did not accept an alert after every retry."""
-
-
 class WebhookSink(Sink):
     """POSTs the alert as JSON; retries (with doubling waits) on errors, timeouts and 5xx answers."""
 
@@ -300,3 +292,65 @@ def evaluate_rules(
         store.log_alert(now, rule.name, rule.metric, value, rule.threshold, alert.message)
         outcomes.append(RuleOutcome(rule, value, firing=True, notified=True, alert=alert, sink_errors=errors))
     return outcomes
+
+
+@dataclass
+class CheckReport:
+    """A check of the latest window and what the alert rules made of it."""
+
+    check: CheckResult
+    outcomes: list[RuleOutcome]
+
+    @property
+    def firing(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if o.firing]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.check.as_dict(),
+            "alerts": [
+                {
+                    "rule": o.rule.name,
+                    "metric": o.rule.metric,
+                    "value": o.value,
+                    "op": o.rule.op,
+                    "threshold": o.rule.threshold,
+                    "firing": o.firing,
+                    "notified": o.notified,
+                    "message": o.alert.message if o.alert else None,
+                    "sink_errors": o.sink_errors,
+                }
+                for o in self.outcomes
+            ],
+        }
+
+
+def check_and_alert(
+    store: Store,
+    *,
+    reference: str | None = None,
+    last: int | None = None,
+    since: float | None = None,
+    tag: str | None = None,
+    rules: Sequence[Rule] | str | Path | None = None,
+    sinks: Sequence[Sink] = (),
+    alpha: float | None = None,
+    seed: int = 0,
+    clock: Callable[[], float] = time.time,
+) -> CheckReport:
+    """Check the window (newest ``last`` images, or since ``since``) against the reference, check each
+    rule's own window where it names one, and evaluate the rules (notifying ``sinks``)."""
+    from visionpipe.monitor import drift
+    from visionpipe.monitor.windows import check
+
+    if rules is None or isinstance(rules, (str, Path)):
+        rules = load_rules(rules)
+    options: dict[str, Any] = {"reference": reference, "tag": tag, "seed": seed}
+    if alpha is not None:
+        options["alpha"] = alpha
+    else:
+        options["alpha"] = drift.DEFAULT_ALPHA
+    checks: dict[int | None, CheckResult] = {None: check(store, last=last, since=since, **options)}
+    for rule_last in {r.last for r in rules if r.last is not None}:
+        checks[rule_last] = check(store, last=rule_last, **options)
+    return CheckReport(checks[None], evaluate_rules(checks, rules, store, sinks, clock=clock))

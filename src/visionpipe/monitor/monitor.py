@@ -18,7 +18,8 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,7 @@ class Monitor:
             return
         self.observed += 1
         if self.metrics is not None:
-            self.metrics.observe(observation)
+            self.metrics.observe(result)
         try:
             self._queue.put_nowait(observation)
         except queue.Full:
@@ -347,3 +348,39 @@ def decode_detections(text: str, class_names: tuple[str, ...] = ()) -> Detection
         class_id=np.asarray(data["class_id"], dtype=np.int64),
         class_names=class_names,
     )
+
+
+@contextmanager
+def monitoring(
+    pipeline: Any,
+    store: str | Path | None = None,
+    *,
+    tag: str = "default",
+    metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
+    **options: Any,
+) -> Iterator[Monitor | Any | None]:
+    """Attach a Monitor (``store``) and/or Prometheus metrics served on ``metrics_port`` to a
+    pipeline for the duration of the block; flush and detach at the end."""
+    metrics = None
+    monitor: Any = None
+    if metrics_port is not None:
+        from visionpipe.monitor.metrics import Metrics
+
+        metrics = Metrics(pipeline.class_names)
+        metrics.serve(metrics_port, metrics_address)
+    try:
+        if store is not None:
+            monitor = Monitor(store, tag=tag, class_names=pipeline.class_names, metrics=metrics, **options)
+        else:
+            monitor = metrics
+        pipeline.monitor = monitor
+        yield monitor
+    finally:
+        pipeline.monitor = None
+        try:
+            if isinstance(monitor, Monitor):
+                monitor.close()
+        finally:
+            if metrics is not None:
+                metrics.close()

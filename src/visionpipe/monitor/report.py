@@ -194,7 +194,9 @@ def render_html(data: dict[str, Any]) -> str:
         w = result["window"]
         drifted = result["drifted"]
         verdict = (
-            f"<span class='bad'>drift: {e(', '.join(drifted))}</span>" if drifted else "<span class='ok'>no drift</span>"
+            f"<span class='bad'>drift: {e(', '.join(drifted))}</span>"
+            if drifted
+            else "<span class='ok'>no drift</span>"
         )
         parts.append(
             f"<h2>Drift</h2><p id='verdict'>Latest {w['images']} images"
@@ -215,7 +217,9 @@ def render_html(data: dict[str, Any]) -> str:
         reference_levels = result["reference_levels"]
         parts.append("<h2>Levels</h2><table id='levels'><tr><th>level</th><th>reference</th><th>current</th></tr>")
         for key in levels:
-            parts.append(f"<tr><td>{e(key)}</td><td>{_fmt(reference_levels.get(key))}</td><td>{_fmt(levels[key])}</td></tr>")
+            parts.append(
+                f"<tr><td>{e(key)}</td><td>{_fmt(reference_levels.get(key))}</td><td>{_fmt(levels[key])}</td></tr>"
+            )
         parts.append("</table>")
     else:
         parts.append("<h2>Drift</h2><p id='verdict'>No reference frozen yet (visionpipe monitor reference).</p>")
