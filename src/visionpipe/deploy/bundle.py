@@ -184,6 +184,7 @@ def _copy_model(candidate: Candidate, staging: Path) -> dict[str, Any]:
         import openvino
 
         entry["ir_version"] = _openvino_ir_version(Path(candidate.files[0]))
+        entry["inference_precision_hint"] = "f32"  # as measured; run.py and visionpipe both ask for it
         entry["minimum_runtime"] = {"openvino": openvino.get_version().split("-")[0]}
     return entry
 
