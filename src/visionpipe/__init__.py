@@ -60,6 +60,7 @@ __all__ = [
     "VisionpipeError",
     "ZoneError",
     "__version__",
+    "annotate",
     "evaluate_coco",
     "load_model",
     "preprocess",
@@ -72,4 +73,8 @@ def __getattr__(name: str):
         from visionpipe.evaluation import evaluate_coco
 
         return evaluate_coco
+    if name == "annotate":  # OpenCV drawing; imported on first use
+        from visionpipe.io.annotate import annotate
+
+        return annotate
     raise AttributeError(name)

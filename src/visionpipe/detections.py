@@ -239,3 +239,37 @@ class Detections:
             class_id=rows[:, 0],
             class_names=tuple(class_names),
         )
+
+    # -- other libraries (see visionpipe.adapters; each import is optional) ----------------------
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` with the same boxes, scores, classes, track ids and data."""
+        from visionpipe.adapters import to_supervision
+
+        return to_supervision(self)
+
+    @classmethod
+    def from_supervision(cls, detections: Any, class_names: Sequence[str] | None = None) -> Detections:
+        """From a ``supervision.Detections``; class names from its ``data["class_name"]`` by default."""
+        from visionpipe.adapters import from_supervision
+
+        return from_supervision(detections, class_names)
+
+    @classmethod
+    def from_ultralytics(cls, result: Any) -> Detections:
+        """From one Ultralytics ``Results`` object (boxes, scores, classes, track ids, names)."""
+        from visionpipe.adapters import from_ultralytics
+
+        return from_ultralytics(result)
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per box."""
+        from visionpipe.adapters import to_pandas
+
+        return to_pandas(self)
+
+    def to_fiftyone(self, width: int, height: int) -> Any:
+        """A ``fiftyone.Detections`` label for an image of ``width`` x ``height`` pixels."""
+        from visionpipe.adapters import to_fiftyone
+
+        return to_fiftyone(self, width, height)

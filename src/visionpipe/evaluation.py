@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,27 +19,73 @@ import numpy as np
 from visionpipe.errors import EvaluationError, MissingExtraError
 from visionpipe.results import Result
 
+# pycocotools' 12 summary numbers, in its order, under names that experiment trackers accept
+# (MLflow allows letters, digits, "_", "-", ".", " ", ":" and "/" in metric names, not "@").
+STAT_NAMES = (
+    "map_50_95",  # AP @ IoU .50:.95, all areas, 100 detections
+    "map_50",
+    "map_75",
+    "map_small",  # area < 32^2
+    "map_medium",  # 32^2 .. 96^2
+    "map_large",  # > 96^2
+    "mar_1",  # AR @ IoU .50:.95 with 1, 10, 100 detections per image
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
+
+
+@dataclass
+class OperatingPoint:
+    """Precision, recall and F1 at IoU 0.5, each averaged over classes, at one score threshold
+    shared by every class: the one that maximises the class-averaged F1 (how Ultralytics reports
+    P and R)."""
+
+    precision: float = 0.0
+    recall: float = 0.0
+    f1: float = 0.0
+    conf: float = 0.0
+
 
 @dataclass
 class CocoEvaluation:
     map_50_95: float
     map_50: float
     map_75: float
-    per_class_ap: dict[str, float]
-    stats: list[float]  # pycocotools' 12 summary numbers, in its order
+    per_class_ap: dict[str, float]  # AP @ IoU .50:.95 per class name
+    stats: list[float]  # pycocotools' 12 summary numbers, in its order (see STAT_NAMES)
     detections: list[dict] = field(repr=False)  # the COCO results records that were scored
     images: int = 0
     failed_images: list[str] = field(default_factory=list)
+    per_class_ap50: dict[str, float] = field(default_factory=dict)  # AP @ IoU .50 per class name
+    operating_point: OperatingPoint = field(default_factory=OperatingPoint)
+
+    def metrics(self) -> dict[str, float]:
+        """Every number as a flat ``{name: value}`` dict that ``mlflow.log_metrics`` (and other
+        trackers) accept: the 12 COCO summary numbers, precision/recall/F1 at the best shared
+        threshold, and ``ap_50_95/<class>`` and ``ap_50/<class>`` per class."""
+        out = dict(zip(STAT_NAMES, self.stats))
+        point = self.operating_point
+        out.update(precision=point.precision, recall=point.recall, f1=point.f1, best_f1_conf=point.conf)
+        out.update({f"ap_50_95/{name}": ap for name, ap in self.per_class_ap.items()})
+        out.update({f"ap_50/{name}": ap for name, ap in self.per_class_ap50.items()})
+        return out
 
     def summary(self) -> dict[str, Any]:
+        point = self.operating_point
         return {
-            "mAP@.5:.95": self.map_50_95,
-            "mAP@.5": self.map_50,
-            "mAP@.75": self.map_75,
+            **dict(zip(STAT_NAMES, self.stats)),
+            "precision": point.precision,
+            "recall": point.recall,
+            "f1": point.f1,
+            "best_f1_conf": point.conf,
             "images": self.images,
             "failed_images": self.failed_images,
             "detections": len(self.detections),
             "per_class_ap": dict(self.per_class_ap),
+            "per_class_ap50": dict(self.per_class_ap50),
         }
 
 
@@ -91,13 +137,19 @@ def coco_records(
 def evaluate_coco(
     results: Iterable[Result],
     annotations: str | Path | Mapping[str, Any],
-    class_names: tuple[str, ...],
+    class_names: Sequence[str] | None = None,
 ) -> CocoEvaluation:
     """Score pipeline results against a COCO json with pycocotools' bbox evaluation.
 
     Only the images present in ``results`` are scored; inputs that failed count as images where
-    nothing was detected.
+    nothing was detected. ``class_names`` defaults to the detections' own class names.
     """
+    results = list(results)
+    if class_names is None:
+        class_names = next((r.detections.class_names for r in results if r.detections is not None), ())
+        if not class_names:
+            raise EvaluationError("the detections carry no class names: pass class_names")
+    class_names = tuple(class_names)
     ground_truth = load_annotations(annotations)
     records, image_ids, failed = coco_records(results, ground_truth, class_names)
     evaluation = score_records(records, ground_truth, image_ids)
@@ -118,7 +170,7 @@ def score_records(records: list[dict], ground_truth: Mapping[str, Any], image_id
     ground_truth.setdefault("info", {})
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     if not records:
-        return CocoEvaluation(0.0, 0.0, 0.0, {}, [0.0] * 12, [], images=len(set(image_ids)))
+        return CocoEvaluation(0.0, 0.0, 0.0, {}, [0.0] * len(STAT_NAMES), [], images=len(set(image_ids)))
 
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress unconditionally
         gt = COCO()
@@ -133,12 +185,13 @@ def score_records(records: list[dict], ground_truth: Mapping[str, Any], image_id
 
     # precision: [iou thresholds, recall points, categories, area ranges, max dets]; -1 = no data
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
-    per_class = {}
+    per_class, per_class50 = {}, {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         values = precision[:, :, k]
-        values = values[values > -1]
-        if values.size:
-            per_class[names[cat_id]] = float(values.mean())
+        if (values > -1).any():
+            per_class[names[cat_id]] = float(values[values > -1].mean())
+            at_50 = values[0]
+            per_class50[names[cat_id]] = float(at_50[at_50 > -1].mean()) if (at_50 > -1).any() else 0.0
     stats = [float(s) for s in evaluator.stats]
     return CocoEvaluation(
         map_50_95=stats[0],
@@ -148,4 +201,52 @@ def score_records(records: list[dict], ground_truth: Mapping[str, Any], image_id
         stats=stats,
         detections=records,
         images=len(set(image_ids)),
+        per_class_ap50=per_class50,
+        operating_point=best_f1_point(evaluator),
+    )
+
+
+def best_f1_point(evaluator: Any, thresholds: int = 1001) -> OperatingPoint:
+    """Precision and recall at IoU 0.5 (all areas, the largest detection cap) at the score
+    threshold that maximises the class-averaged F1, from pycocotools' per-image matches.
+
+    A class is averaged in when it has ground truth; at a threshold where a class keeps no
+    detection its precision counts as 0 (the conservative choice).
+    """
+    params = evaluator.params
+    area_all = params.areaRng[0]
+    max_det = params.maxDets[-1]
+    per_class: dict[int, tuple[list, list, int]] = {}
+    for entry in evaluator.evalImgs:
+        if entry is None or entry["aRng"] != area_all or entry["maxDet"] != max_det:
+            continue
+        scores, matched, ignored = per_class.setdefault(entry["category_id"], ([], [], [0]))
+        keep = np.asarray(entry["dtIgnore"])[0] == 0 if len(entry["dtIds"]) else np.zeros(0, bool)
+        scores.append(np.asarray(entry["dtScores"])[:max_det][keep[:max_det]])
+        matched.append(np.asarray(entry["dtMatches"])[0][:max_det][keep[:max_det]] > 0)
+        ignored[0] += int((np.asarray(entry["gtIgnore"]) == 0).sum())
+    grid = np.linspace(0.0, 1.0, thresholds)
+    precisions, recalls = [], []
+    for scores_parts, matched_parts, (positives,) in per_class.values():
+        if positives == 0:
+            continue
+        scores = np.concatenate(scores_parts) if scores_parts else np.zeros(0)
+        matched = np.concatenate(matched_parts) if matched_parts else np.zeros(0, bool)
+        order = np.argsort(-scores, kind="mergesort")
+        scores, matched = scores[order], matched[order]
+        true_positives = np.concatenate([[0], np.cumsum(matched)])
+        # detections kept at threshold c: those with score >= c (scores are sorted descending)
+        kept = np.searchsorted(-scores, -grid, side="right")
+        tp = true_positives[kept]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precisions.append(np.where(kept > 0, tp / np.maximum(kept, 1), 0.0))
+        recalls.append(tp / positives)
+    if not precisions:
+        return OperatingPoint()
+    p, r = np.array(precisions), np.array(recalls)  # (classes, thresholds)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    best = int(np.argmax(f1.mean(axis=0)))
+    return OperatingPoint(
+        float(p[:, best].mean()), float(r[:, best].mean()), float(f1[:, best].mean()), float(grid[best])
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ from visionpipe.io.images import (
     DEFAULT_LIMITS,
     DecodeLimits,
     ImageInput,
+    as_image_input,
     decode_image,
     describe_source,
 )
@@ -69,6 +71,10 @@ class FusionConfig:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
 
+class PipelineNote(UserWarning):
+    """Something the pipeline decided that a user should know (also kept in ``Pipeline.notes``)."""
+
+
 @dataclass
 class _Member:
     name: str
@@ -99,6 +105,11 @@ class Pipeline:
     Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
     ``visionpipe.monitor.Monitor``: anything with ``image_features(image)`` and ``observe(result)``)
     gets the statistics of each decoded image in the decode threads and every result as it is yielded.
+    ``input_size`` (``imgsz`` is Ultralytics' spelling of it: an int for a square, or (height,
+    width)) sets the input of a model with a dynamic input size. ``classes`` is a *filter* (names or ids of the model's classes to
+    keep); the model's class list itself is ``class_names``. ``half`` asks for fp16 inference, which
+    needs a GPU device and an fp16 model (``visionpipe optimize --fp16``). ``notes`` lists what the
+    pipeline decided that a user should know (e.g. a batch size the model cannot use).
     """
 
     def __init__(
@@ -117,6 +128,9 @@ class Pipeline:
         concurrency: int | None = None,
         device: str = "cpu",
         family: str | None = None,
+        input_size: int | tuple[int, int] | None = None,
+        imgsz: int | tuple[int, int] | None = None,
+        half: bool = False,
         intra_op_threads: int | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
         fusion: FusionMethod | str | FusionConfig = FusionMethod.WBF,
@@ -133,12 +147,19 @@ class Pipeline:
         sources = list(model) if isinstance(model, (list, tuple)) else [model]
         if not sources:
             raise ValueError("a pipeline needs at least one model")
+        if imgsz is not None and input_size is not None and imgsz != input_size:
+            raise ValueError(f"imgsz={imgsz} and input_size={input_size} disagree (imgsz is the same setting)")
+        input_size = input_size if input_size is not None else imgsz
+        if input_size is not None and any(isinstance(m, DetectionModel) for m in sources):
+            raise ValueError("input_size applies when the pipeline loads the model; this one is already loaded")
         models = [
             m
             if isinstance(m, DetectionModel)
-            else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads)
+            else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads, input_size=input_size)
             for m in sources
         ]
+        if half:
+            _check_half(models, device)
         self.class_names = _union_names(models)
         if len(models) > 1 and len(self.class_names) == sum(len(m.class_names) for m in models):
             raise FusionError("the ensemble's models share no class name, so there is nothing to fuse")
@@ -186,6 +207,15 @@ class Pipeline:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
+        self.notes: list[str] = []
+        fixed = [m.name for m in models if m.backend.fixed_batch == 1]
+        if batch_size > 1 and fixed:
+            self.notes.append(
+                f"{', '.join(fixed)} {'has' if len(fixed) == 1 else 'have'} a fixed batch of 1: images run one at a "
+                f"time (batch size {batch_size} has no effect; export with a dynamic batch to batch them)"
+            )
+        for note in self.notes:
+            warnings.warn(note, PipelineNote, stacklevel=2)
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.concurrency = concurrency
         self.limits = limits
@@ -241,16 +271,22 @@ class Pipeline:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def __call__(self, image: ImageInput) -> Detections:
-        """Detections for one image; raises the input's error if it fails."""
-        result = next(self.stream([image], batch_size=1))
+    def __call__(self, image: ImageInput | Any) -> Any:
+        """Detections for one image (a path, encoded bytes, a BGR array or a PIL image), or a list
+        of Detections for a list of images; raises an input's error if it fails."""
+        if isinstance(image, list):
+            return [self._detections(result) for result in self.stream(image)]
+        return self._detections(next(self.stream([image], batch_size=1)))
+
+    @staticmethod
+    def _detections(result: Result) -> Detections:
         if result.error is not None:
             raise result.error
         assert result.detections is not None
         return result.detections
 
     def run(self, images: Iterable[ImageInput], batch_size: int | None = None) -> list[Result]:
-        """Results for many images (paths, encoded bytes or BGR arrays), in input order."""
+        """Results for many images (paths, encoded bytes, BGR arrays or PIL images), in input order."""
         return list(self.stream(images, batch_size=batch_size))
 
     def stream(self, images: Iterable[ImageInput], batch_size: int | None = None) -> Iterator[Result]:
@@ -290,6 +326,7 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
 
     def _prepare(self, index: int, source: ImageInput) -> _Prepared:
+        source = as_image_input(source)
         name = describe_source(source)
         image_id = Path(name).name if isinstance(source, (str, os.PathLike)) else str(index)
         item = _Prepared(Result(index=index, image_id=image_id, source=name))
@@ -464,6 +501,21 @@ class Pipeline:
         return fused[np.argsort(-fused.confidence, kind="stable")[: self.fused_max_det]]
 
 
+def _check_half(models: Sequence[DetectionModel], device: str) -> None:
+    """fp16 runs where it helps: a GPU, with a model whose weights are already fp16."""
+    if device == "cpu":
+        raise ValueError(
+            "half (fp16) applies on a GPU (--device cuda or tensorrt); on a CPU ONNX Runtime runs fp16 models "
+            "slower than fp32"
+        )
+    fp32 = [m.name for m in models if m.backend.image_input.dtype != np.float16]
+    if fp32:
+        raise ValueError(
+            f"half (fp16) needs an fp16 model; {', '.join(fp32)} takes fp32 input: make one with "
+            "`visionpipe optimize MODEL --fp16` and pass that file"
+        )
+
+
 def _by_shape(tensors: list[np.ndarray]) -> list[list[int]]:
     """Positions of the tensors grouped by shape, in order of first appearance."""
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -511,4 +563,4 @@ def _done(result: Result) -> Future[Result]:
     return future
 
 
-__all__ = ["EnsembleError", "FusionConfig", "Pipeline", "Result", "StageTimes"]
+__all__ = ["EnsembleError", "FusionConfig", "Pipeline", "PipelineNote", "Result", "StageTimes"]

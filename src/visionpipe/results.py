@@ -7,6 +7,9 @@ importing the pipeline that makes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from visionpipe.detections import Detections
 
@@ -48,3 +51,24 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def plot(self, image: Any = None, show_score: bool = True) -> np.ndarray:
+        """The image with its detections drawn (a BGR array). Without ``image``, the source is read
+        again from its path; for arrays or bytes, pass the image (a PIL image works too)."""
+        from visionpipe.io.annotate import annotate
+        from visionpipe.io.images import as_image_input, decode_image
+
+        if self.error is not None or self.detections is None:
+            raise ValueError(f"{self.source} has no detections to draw: {self.error}")
+        if image is None:
+            if self.source.startswith("<"):
+                raise ValueError("this result came from an array or bytes: pass the image to plot()")
+            image = self.source
+        return annotate(decode_image(as_image_input(image)), self.detections, show_score=show_score)  # type: ignore[arg-type]
+
+    def to_pandas(self) -> Any:
+        """One row per box (one row with empty box fields when nothing was detected), as the CSV
+        output has them; see :func:`visionpipe.io.formats.results_to_pandas`."""
+        from visionpipe.io.formats import results_to_pandas
+
+        return results_to_pandas([self])

@@ -75,7 +75,7 @@ def mixed_run(cli, yolox_spec, mixed_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed_out") / "out"
     proc = cli(
         "detect", folder, "--model", yolox_spec, "--max-pixels", MAX_PIXELS,
-        "--format", "jsonl", "--format", "coco", "--format", "csv", "--out", out,
+        "--format", "jsonl", "--format", "coco-results", "--format", "csv", "--out", out,
     )  # fmt: skip
     return proc, out
 

@@ -3,7 +3,9 @@
 The COCO results file the command writes is scored here, independently, with pycocotools; the score
 must match both the MANIFEST reference and what ``visionpipe eval`` reports. The YOLO, JSONL and CSV
 files of the same run are parsed back (with the standard library, and again with the package's own
-readers) and must hold the same detections as the COCO file.
+readers) and must hold the same detections as the COCO file; the YOLO labels pass the rules of
+Ultralytics' dataset loader, the COCO dataset loads in pycocotools and supervision, the VOC files
+in supervision, and the Label Studio tasks hold the same boxes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def detect_run(cli, asset, yolox_spec, tmp_path_factory):
         "--model", yolox_spec,
         "--conf", "0.01",
         "--annotations", asset(GT),
-        "--format", "coco", "--format", "yolo", "--format", "jsonl", "--format", "csv",
+        "--format", "coco-results", "--format", "coco", "--format", "voc", "--format", "label-studio",
+        "--save-txt", "--format", "jsonl", "--format", "csv",
         "--out", out,
     )  # fmt: skip
     return proc, out
@@ -111,8 +114,8 @@ def coco_detections(out: Path, ground_truth: dict) -> dict[str, list[tuple]]:
 
 
 def yolo_detections(out: Path, ground_truth: dict, to_coco: dict[int, int]) -> dict[str, list[tuple]]:
-    """OUT/labels/<stem>.txt rows ``class cx cy w h confidence`` normalised by the image's size
-    (taken from the ground-truth file, not from the tool)."""
+    """OUT/labels/<stem>.txt rows ``class cx cy w h`` normalised by the image's size (taken from the
+    ground-truth file, not from the tool); the training format has no score (None here)."""
     found: dict[str, list[tuple]] = {}
     for img in ground_truth["images"]:
         name = Path(img["file_name"]).name
@@ -122,10 +125,10 @@ def yolo_detections(out: Path, ground_truth: dict, to_coco: dict[int, int]) -> d
         for line in label.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
-            cls, cx, cy, w, h, score = line.split()
+            cls, cx, cy, w, h = line.split()
             cx, w = float(cx) * img["width"], float(w) * img["width"]
             cy, h = float(cy) * img["height"], float(h) * img["height"]
-            rows.append((to_coco[int(cls)], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, float(score)))
+            rows.append((to_coco[int(cls)], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, None))
         found[name] = rows
     return found
 
@@ -153,14 +156,15 @@ def csv_detections(out: Path, to_coco: dict[int, int]) -> dict[str, list[tuple]]
 
 def assert_same_detections(reference: dict[str, list[tuple]], other: dict[str, list[tuple]], what: str) -> None:
     """Same number of boxes per image, and a one-to-one pairing with equal category, box within
-    BOX_TOLERANCE_PX and score within SCORE_TOLERANCE (order is not part of the contract)."""
+    BOX_TOLERANCE_PX and score within SCORE_TOLERANCE (order is not part of the contract; a score of
+    None, from a format without scores, matches any)."""
     for name in sorted(set(reference) | set(other)):
         ref, got = reference.get(name, []), list(other.get(name, []))
         assert len(got) == len(ref), f"{what}: {name} has {len(got)} detections, the COCO file {len(ref)}"
         for cat, *box, score in sorted(ref, key=lambda d: -d[-1]):
             best, best_diff = None, None
             for j, (cat2, *box2, score2) in enumerate(got):
-                if cat2 != cat or abs(score2 - score) > SCORE_TOLERANCE:
+                if cat2 != cat or (score2 is not None and abs(score2 - score) > SCORE_TOLERANCE):
                     continue
                 diff = max(abs(a - b) for a, b in zip(box, box2))
                 if best_diff is None or diff < best_diff:
@@ -178,9 +182,18 @@ def assert_same_detections(reference: dict[str, list[tuple]], other: dict[str, l
 def test_detect_exits_zero_and_writes_every_format(detect_run, ground_truth):
     proc, out = detect_run
     assert proc.returncode == 0, describe(proc)
-    for name in ("detections.json", "detections.jsonl", "detections.csv", "summary.json"):
+    for name in (
+        "detections.json",
+        "coco.json",
+        "label_studio.json",
+        "data.yaml",
+        "detections.jsonl",
+        "detections.csv",
+        "summary.json",
+    ):
         assert (out / name).is_file(), f"missing {name}\n{describe(proc)}"
     assert len(list((out / "labels").glob("*.txt"))) == len(ground_truth["images"]) == 64
+    assert len(list((out / "voc").glob("*.xml"))) == 64
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["images"] == summary["processed"] == 64
     assert summary["failed"] == []
@@ -198,15 +211,15 @@ def test_coco_output_scored_by_pycocotools_matches_manifest_reference(pycocotool
 def test_eval_summary_matches_manifest_reference(eval_summary):
     assert eval_summary["images"] == 64
     assert eval_summary["failed_images"] == []
-    assert eval_summary["mAP@.5:.95"] == pytest.approx(REFERENCE_MAP, abs=REFERENCE_TOLERANCE)
-    assert eval_summary["mAP@.5"] == pytest.approx(REFERENCE_MAP50, abs=REFERENCE_TOLERANCE)
+    assert eval_summary["map_50_95"] == pytest.approx(REFERENCE_MAP, abs=REFERENCE_TOLERANCE)
+    assert eval_summary["map_50"] == pytest.approx(REFERENCE_MAP50, abs=REFERENCE_TOLERANCE)
 
 
 def test_eval_map_equals_pycocotools_score_of_detect_output(eval_summary, pycocotools_stats):
     """Same model, images, annotations and threshold: `eval` must report exactly the number that
     pycocotools gives for the COCO file `detect` wrote (the acceptance asks for 1e-9)."""
-    assert abs(eval_summary["mAP@.5:.95"] - pycocotools_stats[0]) <= 1e-9, (
-        f"eval printed {eval_summary['mAP@.5:.95']!r}, pycocotools on detect's detections.json gives "
+    assert abs(eval_summary["map_50_95"] - pycocotools_stats[0]) <= 1e-9, (
+        f"eval printed {eval_summary['map_50_95']!r}, pycocotools on detect's detections.json gives "
         f"{pycocotools_stats[0]!r}"
     )
 
@@ -254,12 +267,12 @@ def test_package_readers_read_the_cli_outputs_back(detect_out, ground_truth, cla
     """The same comparison through visionpipe.io.formats' own readers."""
     from visionpipe.io.formats import read_csv, read_jsonl, read_yolo
 
-    def convert(table) -> dict[str, list[tuple]]:
+    def convert(table, scored: bool = True) -> dict[str, list[tuple]]:
         converted = {}
         for source, dets in table.items():
             assert not isinstance(dets, str), f"{source}: {dets}"
             converted[Path(source).name] = [
-                (class_to_coco_id[int(c)], *map(float, box), float(s))
+                (class_to_coco_id[int(c)], *map(float, box), float(s) if scored else None)
                 for box, s, c in zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist())
             ]
         return converted
@@ -273,4 +286,82 @@ def test_package_readers_read_the_cli_outputs_back(detect_out, ground_truth, cla
         )
         for img in ground_truth["images"]
     }
-    assert_same_detections(reference, convert(yolo), "read_yolo")
+    assert_same_detections(reference, convert(yolo, scored=False), "read_yolo")
+
+
+# -- the formats other tools import -------------------------------------------------------------------
+
+
+def test_yolo_output_passes_ultralytics_label_rules(detect_out, ground_truth):
+    """Acceptance: every label file and data.yaml pass the checks of Ultralytics' dataset loader
+    (restated independently in tests/io/yolo_rules.py); none is rejected."""
+    from tests.io.yolo_rules import check_data_yaml, check_label_file
+
+    names = check_data_yaml(detect_out / "data.yaml")
+    assert len(names) == 80 and names[0] == "person"
+    rows = 0
+    for img in ground_truth["images"]:
+        rows += len(check_label_file(detect_out / "labels" / f"{Path(img['file_name']).stem}.txt", len(names)))
+    assert rows == len(json.loads((detect_out / "detections.json").read_text(encoding="utf-8")))
+
+
+def test_coco_dataset_output_loads_in_pycocotools_and_supervision(detect_out, ground_truth, asset):
+    import supervision as sv
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        dataset = COCO(str(detect_out / "coco.json"))
+    assert sorted(dataset.getImgIds()) == sorted(img["id"] for img in ground_truth["images"])  # --annotations ids
+    results = json.loads((detect_out / "detections.json").read_text(encoding="utf-8"))
+    assert len(dataset.getAnnIds()) == len(results)
+    by_file = {img["file_name"]: img for img in ground_truth["images"]}
+    for image in dataset.loadImgs(dataset.getImgIds()):
+        assert (image["width"], image["height"]) == (
+            by_file[image["file_name"]]["width"],
+            by_file[image["file_name"]]["height"],
+        )
+    loaded = sv.DetectionDataset.from_coco(
+        images_directory_path=str(asset(IMAGES)), annotations_path=str(detect_out / "coco.json")
+    )
+    assert len(loaded) == 64
+    assert sum(len(annotation) for _, _, annotation in loaded) == len(results)
+
+
+def test_voc_output_loads_in_supervision(detect_out, ground_truth, asset):
+    import supervision as sv
+
+    loaded = sv.DetectionDataset.from_pascal_voc(str(asset(IMAGES)), str(detect_out / "voc"))
+    reference = coco_detections(detect_out, ground_truth)
+    name_of = {c["id"]: c["name"] for c in ground_truth["categories"]}
+    for path, _, annotation in loaded:
+        want = reference.get(Path(path).name, [])
+        assert len(annotation) == len(want), path
+        assert sorted(loaded.classes[c] for c in annotation.class_id) == sorted(name_of[w[0]] for w in want)
+
+
+def test_label_studio_output_holds_the_coco_detections(detect_out, ground_truth):
+    by_name = {c["name"]: c["id"] for c in ground_truth["categories"]}
+    found: dict[str, list[tuple]] = {}
+    for task in json.loads((detect_out / "label_studio.json").read_text(encoding="utf-8")):
+        rows = []
+        for region in task["predictions"][0]["result"]:
+            v, w, h = region["value"], region["original_width"], region["original_height"]
+            x1, y1 = v["x"] * w / 100, v["y"] * h / 100
+            box = (x1, y1, x1 + v["width"] * w / 100, y1 + v["height"] * h / 100)
+            rows.append((by_name[v["rectanglelabels"][0]], *box, region["score"]))
+        found[Path(task["data"]["image"]).name] = rows
+    assert len(found) == 64
+    assert_same_detections(coco_detections(detect_out, ground_truth), found, "Label Studio")
+
+
+def test_eval_json_has_the_whole_coco_summary_under_tracker_safe_keys(eval_summary, pycocotools_stats):
+    """All 12 numbers of pycocotools' summary, in its order, under names without '@' (MLflow
+    rejects it), plus precision/recall and per-class AP."""
+    names = ["map_50_95", "map_50", "map_75", "map_small", "map_medium", "map_large",
+             "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large"]  # fmt: skip
+    for name, value in zip(names, pycocotools_stats):
+        assert abs(eval_summary[name] - value) <= 1e-9, (name, eval_summary[name], value)
+    assert not [key for key in eval_summary if "@" in key]
+    assert 0 < eval_summary["precision"] <= 1 and 0 < eval_summary["recall"] <= 1
+    assert 0 < eval_summary["best_f1_conf"] < 1
+    assert eval_summary["per_class_ap"]["person"] > 0 and eval_summary["per_class_ap50"]["person"] > 0

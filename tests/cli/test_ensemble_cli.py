@@ -65,7 +65,7 @@ def ensemble_detect(cli, asset, yolox_spec, nanodet_spec, tmp_path_factory) -> P
     out = tmp_path_factory.mktemp("ensemble_detect") / "out"
     proc = cli(
         "detect", asset(IMAGES), "-m", yolox_spec, "-m", nanodet_spec,
-        "--conf", CONF, "--annotations", asset(GT), "--format", "coco", "--out", out,
+        "--conf", CONF, "--annotations", asset(GT), "--format", "coco-results", "--out", out,
     )  # fmt: skip
     assert proc.returncode == 0, describe(proc)
     assert (out / "detections.json").is_file(), describe(proc)
@@ -95,36 +95,36 @@ def test_ensemble_eval_reports_both_members(ensemble_eval):
     assert ensemble_eval["model"] == f"{YOLOX}+{NANODET}"
     assert set(ensemble_eval["members"]) == {YOLOX, NANODET}
     for name, scores in ensemble_eval["members"].items():
-        assert 0.0 < scores["mAP@.5:.95"] < scores["mAP@.5"] <= 1.0, (name, scores)
+        assert 0.0 < scores["map_50_95"] < scores["map_50"] <= 1.0, (name, scores)
     assert ensemble_eval["fusion"]["method"] == "wbf"
-    assert 0.0 < ensemble_eval["mAP@.5:.95"] < ensemble_eval["mAP@.5"] <= 1.0
+    assert 0.0 < ensemble_eval["map_50_95"] < ensemble_eval["map_50"] <= 1.0
 
 
 def test_each_members_score_equals_a_single_model_eval(ensemble_eval, single_evals):
     for name, single in single_evals.items():
         member = ensemble_eval["members"][name]
         assert single["images"] == 64 and single["failed_images"] == []
-        assert abs(member["mAP@.5:.95"] - single["mAP@.5:.95"]) <= 1e-9, (name, member, single["mAP@.5:.95"])
-        assert abs(member["mAP@.5"] - single["mAP@.5"]) <= 1e-9, (name, member, single["mAP@.5"])
+        assert abs(member["map_50_95"] - single["map_50_95"]) <= 1e-9, (name, member, single["map_50_95"])
+        assert abs(member["map_50"] - single["map_50"]) <= 1e-9, (name, member, single["map_50"])
 
 
 def test_members_are_the_two_different_models(single_evals):
     # MANIFEST reference on these photos: 0.362 (YOLOX-Nano), 0.317 (NanoDet-m), +-0.005
-    assert single_evals[YOLOX]["mAP@.5:.95"] == pytest.approx(0.362, abs=0.005)
-    assert single_evals[NANODET]["mAP@.5:.95"] == pytest.approx(0.317, abs=0.005)
+    assert single_evals[YOLOX]["map_50_95"] == pytest.approx(0.362, abs=0.005)
+    assert single_evals[NANODET]["map_50_95"] == pytest.approx(0.317, abs=0.005)
 
 
 def test_ensemble_map_equals_pycocotools_on_the_ensembles_detect_output(asset, ensemble_eval, ensemble_detect):
     stats = pycocotools_stats(asset(GT), ensemble_detect / "detections.json")
-    assert abs(ensemble_eval["mAP@.5:.95"] - stats[0]) <= 1e-9, (ensemble_eval["mAP@.5:.95"], stats[0])
-    assert abs(ensemble_eval["mAP@.5"] - stats[1]) <= 1e-9, (ensemble_eval["mAP@.5"], stats[1])
+    assert abs(ensemble_eval["map_50_95"] - stats[0]) <= 1e-9, (ensemble_eval["map_50_95"], stats[0])
+    assert abs(ensemble_eval["map_50"] - stats[1]) <= 1e-9, (ensemble_eval["map_50"], stats[1])
 
 
 def test_ensemble_detect_output_is_not_either_member_alone(asset, ensemble_detect, single_evals):
     """The fused detections score differently from both members (they are really fused)."""
     stats = pycocotools_stats(asset(GT), ensemble_detect / "detections.json")
     for single in single_evals.values():
-        assert abs(stats[0] - single["mAP@.5:.95"]) > 1e-6
+        assert abs(stats[0] - single["map_50_95"]) > 1e-6
 
 
 # -- bad fusion options ---------------------------------------------------------------------------------

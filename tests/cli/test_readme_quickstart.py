@@ -129,13 +129,25 @@ def test_readme_main_job_runs_and_produces_results(cli, tmp_path):
             changed = int((np.abs(drawn.astype(int) - original.astype(int)).max(axis=2) > 60).sum())
             assert changed >= 200, f"{sample.name}: nothing drawn on the annotated image ({changed} pixels changed)"
 
-    # the COCO results JSON: readable by json.load, with valid boxes
-    results = [p for p in tmp_path.rglob("detections.json")]
-    assert len(results) == 1, f"expected one COCO results file, found {results}"
-    with open(results[0], encoding="utf-8") as handle:
-        coco = json.load(handle)
-    assert coco, "empty COCO results"
-    for record in coco if isinstance(coco, list) else coco.get("annotations", []):
-        assert {"image_id", "category_id", "bbox", "score"} <= set(record), record
+    # the COCO dataset: readable by json.load, every sample an image of it with its size (with or
+    # without detections), and valid annotations with scores
+    datasets = [p for p in tmp_path.rglob("coco.json")]
+    assert len(datasets) == 1, f"expected one COCO dataset, found {datasets}"
+    with open(datasets[0], encoding="utf-8") as handle:
+        dataset = json.load(handle)
+    assert isinstance(dataset, dict) and {"images", "categories", "annotations"} <= set(dataset)
+    assert sorted(Path(img["file_name"]).name for img in dataset["images"]) == sorted(p.name for p in sample_images)
+    for image in dataset["images"]:
+        height, width = cv2.imread(
+            str(next(p for p in sample_images if p.name == Path(image["file_name"]).name))
+        ).shape[:2]
+        assert (image["width"], image["height"]) == (width, height), image
+    records = dataset["annotations"]
+    assert records
+    for record in records:
+        assert {"id", "image_id", "category_id", "bbox", "score", "area"} <= set(record), record
         _, _, w, h = record["bbox"]
         assert w > 0 and h > 0
+    assert {r["image_id"] for r in records} <= {img["id"] for img in dataset["images"]}, (
+        f"{len(sample_images)} sample images, detections for image ids {sorted({r['image_id'] for r in records})}"
+    )

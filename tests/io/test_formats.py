@@ -131,8 +131,9 @@ def test_csv_round_trip(tmp_path, results):
         for r in results:
             writer.write(r)
     back = read_csv(path, NAMES)
-    # an input without boxes has no row; everything else comes back
-    assert set(back) == {r.source for r in results} - {"/data/empty.jpg"}
+    # every input comes back, the one without boxes as empty Detections
+    assert set(back) == {r.source for r in results}
+    assert isinstance(back["/data/empty.jpg"], Detections) and len(back["/data/empty.jpg"]) == 0
     for r in results:
         if r.error is None and len(r.detections):
             assert_same_boxes(back[r.source], r.detections, 0.0005 + 1e-4, 0.000005 + 1e-7)
@@ -147,15 +148,18 @@ def test_csv_rows_and_columns(tmp_path, results):
             writer.write(r)
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    # 2 boxes + 1 failure + 1 box + 0 + 1 failure
-    assert len(rows) == 5
+    # 2 boxes + 1 failure + 1 box + 1 row for the image without boxes + 1 failure
+    assert len(rows) == 6
     assert [row["path"] for row in rows] == [
         "/data/a.jpg",
         "/data/a.jpg",
         "/data/missing.jpg",
         "/data/sub/b, with comma.png",
+        "/data/empty.jpg",
         "/data/weird.jpg",
     ]
+    empty = rows[4]
+    assert empty["x1"] == empty["confidence"] == empty["class_id"] == empty["error"] == ""
     assert rows[0]["class_name"] == "bird" and rows[0]["class_id"] == "2" and rows[0]["error"] == ""
     assert rows[0]["image_id"] == "a.jpg"
     assert rows[2]["x1"] == "" and "file not found" in rows[2]["error"]
@@ -174,7 +178,7 @@ def test_csv_with_no_results_has_only_a_header(tmp_path):
 
 def test_yolo_round_trip(tmp_path, results):
     folder = tmp_path / "labels"
-    writer = YoloWriter(folder)
+    writer = YoloWriter(tmp_path, NAMES, save_conf=True)
     with writer:
         for r in results:
             writer.write(r)
@@ -188,13 +192,14 @@ def test_yolo_round_trip(tmp_path, results):
         assert len(read_yolo(folder / "empty.txt", 300, 300)) == 0
 
 
-def test_yolo_lines_are_normalised_class_cx_cy_w_h_conf(tmp_path):
+@pytest.mark.parametrize("save_conf", [False, True])
+def test_yolo_lines_are_normalised_class_cx_cy_w_h_and_conf_only_when_asked(tmp_path, save_conf):
     folder = tmp_path / "labels"
-    with YoloWriter(folder) as writer:
+    with YoloWriter(tmp_path, NAMES, save_conf=save_conf) as writer:
         writer.write(ok(0, "img.jpg", (200, 400), dets([[100, 50, 300, 150]], [0.75], [1])))
     values = [float(v) for v in (folder / "img.txt").read_text().split()]
     # centre (200, 100) of a 400x200 image = (0.5, 0.5); size 200x100 = (0.5, 0.5)
-    assert values == [1, 0.5, 0.5, 0.5, 0.5, 0.75]
+    assert values == ([1, 0.5, 0.5, 0.5, 0.5, 0.75] if save_conf else [1, 0.5, 0.5, 0.5, 0.5])
 
 
 # -- COCO ---------------------------------------------------------------------------------------------
@@ -217,7 +222,7 @@ def test_coco_writer_uses_official_ids_for_the_80_coco_classes(tmp_path, asset):
         writer.write(r)
     records = coco_records(path)
     assert [rec["category_id"] for rec in records] == [official[c] for c in classes]
-    assert all(rec["image_id"] == 7 for rec in records)  # no annotations: the input's position
+    assert all(rec["image_id"] == 8 for rec in records)  # no annotations: the input's position, from 1
 
 
 def test_coco_writer_bbox_is_xywh(tmp_path):
@@ -229,7 +234,7 @@ def test_coco_writer_bbox_is_xywh(tmp_path):
     assert record["bbox"] == [10.5, 20.25, 30.0, 60.5]
     assert record["score"] == pytest.approx(0.12346, abs=1e-6)
     assert record["category_id"] == 3  # neither annotations nor COCO names: index + 1
-    assert record["image_id"] == 3
+    assert record["image_id"] == 4  # the 4th input of the run
 
 
 def test_category_ids_otherwise_index_plus_one():
@@ -368,7 +373,7 @@ def test_published_files_get_ordinary_permissions(tmp_path, results, kind):
             with CocoWriter(path, NAMES) as writer:
                 writer.write(results[0])
         elif kind == "yolo":
-            with YoloWriter(tmp_path / "labels") as writer:
+            with YoloWriter(tmp_path, NAMES) as writer:
                 writer.write(results[0])
             path = tmp_path / "labels" / "a.txt"
         else:

@@ -52,11 +52,15 @@ def model_sources(models: list[str]):
 
 def build_pipeline(models: list[str], fusion, weights: str | None, fusion_iou: float | None, **options):
     """The Pipeline the shared model flags describe: one model, or an ensemble of several."""
-    from visionpipe.pipeline import Pipeline
+    import warnings
 
-    return Pipeline(
-        model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options
-    )
+    from visionpipe.pipeline import Pipeline, PipelineNote
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PipelineNote)  # printed as notes by report_notes instead
+        return Pipeline(
+            model_sources(models), fusion=fusion, weights=parse_weights(weights), fusion_iou=fusion_iou, **options
+        )
 
 
 def annotated_images(images: Path, annotations: Path, ground_truth: dict | None = None) -> list[Path]:
@@ -81,6 +85,25 @@ def parse_weights(weights: str | None) -> list[float] | None:
         raise typer.BadParameter(
             f"expected numbers separated by commas, got {weights!r}", param_hint="--weights"
         ) from None
+
+
+def parse_input_size(value: str | None) -> int | tuple[int, int] | None:
+    """``--input-size``/``--imgsz``: ``640`` (square) or ``480,640`` (height, width)."""
+    if not value:
+        return None
+    try:
+        sizes = [int(v) for v in value.replace("x", ",").split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or any(v < 1 for v in sizes):
+        raise typer.BadParameter(f"expected N or H,W in pixels, got {value!r}", param_hint="--input-size/--imgsz")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+def report_notes(pipeline) -> None:
+    """Print what the pipeline decided that the user should know (e.g. a batch size it cannot use)."""
+    for note in pipeline.notes:
+        typer.echo(f"note: {note}", err=True)
 
 
 def parse_classes(classes: str | None) -> list[int | str] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -17,24 +16,24 @@ from visionpipe.cli.common import (
     monitor_option,
     monitor_tag_option,
     parse_classes,
+    parse_input_size,
     progress,
     quiet_option,
     report_failure,
+    report_notes,
 )
+from visionpipe.io.dataset_formats import OutputFormat
 from visionpipe.postprocess.fusion import FusionMethod
 
-HELP = "Detect objects in images and write COCO JSON, YOLO txt, JSONL or CSV (and annotated images)."
+HELP = (
+    "Detect objects in images and write a COCO dataset, COCO results, YOLO labels, Pascal VOC, Label Studio "
+    "pre-annotations, JSONL or CSV (and annotated images)."
+)
 EXAMPLE = (
     "Example: visionpipe detect photos/ --model yolox.yaml --format coco --format csv --save-images --out runs/1\n\n"
-    "SOURCE may be image files, folders (recursive), glob patterns, .txt files listing paths, or - (paths on stdin)."
+    "SOURCE may be image files, folders (recursive), glob patterns, .txt files listing paths, or - (paths on stdin). "
+    "For videos, cameras and streams use `visionpipe video`."
 )
-
-
-class OutputFormat(str, Enum):
-    coco = "coco"
-    yolo = "yolo"
-    jsonl = "jsonl"
-    csv = "csv"
 
 
 def detect(
@@ -53,18 +52,44 @@ def detect(
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     out: Path = typer.Option(Path("visionpipe-out"), "--out", "-o", help="Output folder."),
     formats: list[OutputFormat] = typer.Option(
-        [OutputFormat.coco, OutputFormat.jsonl], "--format", "-f", help="Output format; repeat for several."
+        [OutputFormat.COCO, OutputFormat.JSONL],
+        "--format",
+        "-f",
+        help="Output format; repeat for several. coco: OUT/coco.json, a COCO dataset; coco-results: "
+        "OUT/detections.json, the results list pycocotools' loadRes reads; yolo: OUT/labels/*.txt with "
+        "OUT/data.yaml; voc: OUT/voc/*.xml; label-studio: OUT/label_studio.json; jsonl; csv.",
+    ),
+    save_txt: bool = typer.Option(False, "--save-txt", help="YOLO labels: the same as --format yolo."),
+    save_conf: bool = typer.Option(
+        False, "--save-conf", help="Append the score to each YOLO label row (6 columns; training wants 5)."
     ),
     save_images: bool = typer.Option(False, "--save-images", help="Also write annotated images to OUT/annotated/."),
     conf: float | None = typer.Option(
         None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."
     ),
     iou: float | None = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
+    max_det: int | None = typer.Option(
+        None, "--max-det", min=1, help="Detections kept per image (model default if omitted)."
+    ),
+    agnostic: bool = typer.Option(
+        False, "--agnostic", "--agnostic-nms", help="Class-agnostic NMS: overlapping boxes compete across classes."
+    ),
     classes: str | None = typer.Option(
-        None, "--classes", help="Keep only these classes: names or ids, comma-separated."
+        None,
+        "--classes",
+        help="Filter: keep only these classes, names or ids, comma-separated (the model's class list is not changed).",
+    ),
+    input_size: str | None = typer.Option(
+        None,
+        "--input-size",
+        "--imgsz",
+        help="Model input size: N or H,W (a model with a dynamic input; model/spec default if omitted).",
     ),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per inference batch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt."),
+    half: bool = typer.Option(
+        False, "--half", help="fp16 inference: needs a GPU device and an fp16 model (visionpipe optimize --fp16)."
+    ),
     annotations: Path | None = typer.Option(
         None,
         "--annotations",
@@ -78,15 +103,8 @@ def detect(
     monitor_tag: str = monitor_tag_option(),
 ) -> None:
     from visionpipe.io.annotate import annotate, encode_image
-    from visionpipe.io.formats import (
-        CocoWriter,
-        CsvWriter,
-        JsonlWriter,
-        YoloWriter,
-        atomic_open,
-        atomic_write_bytes,
-        unique_name,
-    )
+    from visionpipe.io.dataset_formats import open_writers
+    from visionpipe.io.formats import atomic_open, atomic_write_bytes, unique_name
     from visionpipe.io.images import DecodeLimits, decode_image
     from visionpipe.io.sources import expand_sources
     from visionpipe.monitor.monitor import monitoring
@@ -101,22 +119,19 @@ def detect(
         family=family,
         conf=conf,
         iou=iou,
+        max_det=max_det,
+        agnostic=agnostic or None,
         classes=parse_classes(classes),
+        input_size=parse_input_size(input_size),
         batch_size=batch_size,
         device=device,
+        half=half,
         limits=DecodeLimits(max_pixels=max_pixels),
     )
-    names = pipeline.class_names
-    writers = []
-    for fmt in dict.fromkeys(formats):
-        if fmt is OutputFormat.coco:
-            writers.append(CocoWriter(out / "detections.json", names, gt))
-        elif fmt is OutputFormat.jsonl:
-            writers.append(JsonlWriter(out / "detections.jsonl"))
-        elif fmt is OutputFormat.csv:
-            writers.append(CsvWriter(out / "detections.csv"))
-        else:
-            writers.append(YoloWriter(out / "labels"))
+    report_notes(pipeline)
+    if save_txt or save_conf:
+        formats = [*formats, OutputFormat.YOLO]
+    writers = open_writers(formats, out, pipeline.class_names, gt, save_conf=save_conf, model_name=pipeline.name)
 
     failures: list[dict] = []
     boxes = 0

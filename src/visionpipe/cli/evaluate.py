@@ -20,7 +20,10 @@ from visionpipe.cli.common import (
 )
 from visionpipe.postprocess.fusion import FusionMethod
 
-HELP = "Score a model on images with COCO annotations: mAP@.5:.95, mAP@.5 and per-class AP (pycocotools)."
+HELP = (
+    "Score a model on images with COCO annotations: the COCO summary (map_50_95, map_50, ..., by size), "
+    "precision/recall and per-class AP (pycocotools)."
+)
 EXAMPLE = (
     "Example: visionpipe eval --model yolox.yaml --images coco/val2017 --annotations instances_val2017.json\n\n"
     "The JSON summary goes to stdout, the table to stderr."
@@ -97,7 +100,7 @@ def evaluate(
             ]
             member_records, member_ids, _ = coco_records(alone, ground_truth, pipeline.class_names)
             scored = score_records(member_records, ground_truth, member_ids)
-            summary["members"][member.name] = {"mAP@.5:.95": scored.map_50_95, "mAP@.5": scored.map_50}
+            summary["members"][member.name] = {"map_50_95": scored.map_50_95, "map_50": scored.map_50}
     _print_table(summary)
     typer.echo(json.dumps(summary, indent=2))
     if failed:
@@ -111,10 +114,14 @@ def _print_table(summary: dict) -> None:
     table = Table(title=f"{summary['model']} on {summary['images']} images")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("mAP@.5:.95", "mAP@.5", "mAP@.75"):
+    for key in ("map_50_95", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"):
         table.add_row(key, f"{summary[key]:.4f}")
+    table.add_row(
+        f"precision / recall at conf {summary['best_f1_conf']:.3f}",
+        f"{summary['precision']:.4f} / {summary['recall']:.4f}",
+    )
     for name, scores in summary.get("members", {}).items():
-        table.add_row(f"member {name} mAP@.5:.95 / @.5", f"{scores['mAP@.5:.95']:.4f} / {scores['mAP@.5']:.4f}")
+        table.add_row(f"member {name} map_50_95 / map_50", f"{scores['map_50_95']:.4f} / {scores['map_50']:.4f}")
     for name, ap in sorted(summary["per_class_ap"].items(), key=lambda kv: -kv[1]):
         table.add_row(f"AP {name}", f"{ap:.4f}")
     Console(stderr=True).print(table)

@@ -2,8 +2,10 @@
 
 Writers take pipeline results one at a time, so a long run keeps nothing but what the format needs
 in memory, and publish each file with a rename at the end: an interrupted run never leaves a half
-file behind. Formats: COCO results JSON, YOLO txt per image, JSONL (one line per image) and CSV
-(one row per box).
+file behind. Formats: COCO results JSON (the bare list pycocotools' ``loadRes`` reads), YOLO txt per
+image (with ``data.yaml`` and ``classes.txt``), JSONL (one line per image) and CSV (one row per box,
+one row for an image without any). The annotation-tool formats (COCO dataset, Pascal VOC, Label
+Studio) are in :mod:`visionpipe.io.dataset_formats`; :func:`open_writers` builds any of them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
 from visionpipe.data import COCO80_NAMES, COCO80_TO_COCO91
 from visionpipe.detections import Detections
+from visionpipe.errors import MissingExtraError
 from visionpipe.results import Result
 
 
@@ -118,11 +121,18 @@ class _StreamingFile:
         self.tmp.unlink(missing_ok=True)
 
 
+def run_image_id(result: Result) -> int:
+    """The COCO image id of an input without an annotation file: its 1-based position in the run
+    (COCO ids start at 1). The COCO dataset and results files of one run use the same ids, so the
+    results load against the dataset with pycocotools' ``loadRes``."""
+    return result.index + 1
+
+
 class CocoWriter(ResultWriter):
     """COCO results JSON: a list of {image_id, category_id, bbox [x, y, w, h], score}.
 
     Image ids come from the annotation file (matched by file name) when given, else the input's
-    position in the run.
+    position in the run, counted from 1 (see :func:`run_image_id`).
     """
 
     def __init__(self, path: str | os.PathLike, class_names: Sequence[str], annotations: Mapping | None = None) -> None:
@@ -141,7 +151,7 @@ class CocoWriter(ResultWriter):
             if image_id is None:
                 return  # not part of the annotated set: nothing to score it against
         else:
-            image_id = result.index
+            image_id = run_image_id(result)
         dets = result.detections
         scorable = np.array([self.category_ids[c] >= 0 for c in dets.class_id], dtype=bool)
         self.records.extend(dets[scorable].to_coco(image_id, self.category_ids))
@@ -170,8 +180,45 @@ class JsonlWriter(ResultWriter):
 CSV_COLUMNS = ["image_id", "path", "x1", "y1", "x2", "y2", "confidence", "class_id", "class_name", "error"]
 
 
+def result_rows(result: Result) -> list[tuple]:
+    """The table rows of one input, in ``CSV_COLUMNS`` order: one per box; an input with no boxes
+    one row with None box fields (so it is not lost from a table of the run); a failed input one
+    row with its error."""
+    if result.detections is None:
+        return [(result.image_id, result.source, None, None, None, None, None, None, None, error_text(result.error))]
+    dets = result.detections
+    if not len(dets):
+        return [(result.image_id, result.source, None, None, None, None, None, None, None, None)]
+    return [
+        (result.image_id, result.source, *box, score, cls, name, None)
+        for box, score, cls, name in zip(
+            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names
+        )
+    ]
+
+
+def csv_rows(result: Result) -> list[list]:
+    """:func:`result_rows` as CSV text fields: boxes to 3 decimals, scores to 5, None as empty."""
+    rows = []
+    for image_id, source, x1, y1, x2, y2, score, cls, name, error in result_rows(result):
+        box = ["", "", "", ""] if x1 is None else [f"{v:.3f}" for v in (x1, y1, x2, y2)]
+        rows.append(
+            [
+                image_id,
+                source,
+                *box,
+                "" if score is None else f"{score:.5f}",
+                "" if cls is None else cls,
+                name or "",
+                error or "",
+            ]
+        )
+    return rows
+
+
 class CsvWriter(ResultWriter):
-    """One row per box; an input with no boxes gets no row, a failed input one row with its error."""
+    """One row per box, one row with empty box fields for an input without boxes, and one row with
+    the error for a failed input (see :func:`csv_rows`)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.file = _StreamingFile(Path(path))
@@ -179,22 +226,29 @@ class CsvWriter(ResultWriter):
         self.csv.writerow(CSV_COLUMNS)
 
     def write(self, result: Result) -> None:
-        if result.detections is None:
-            self.csv.writerow([result.image_id, result.source, "", "", "", "", "", "", "", error_text(result.error)])
-            return
-        dets = result.detections
-        for box, score, cls, name in zip(
-            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names
-        ):
-            self.csv.writerow(
-                [result.image_id, result.source, *[f"{v:.3f}" for v in box], f"{score:.5f}", cls, name, ""]
-            )
+        self.csv.writerows(csv_rows(result))
 
     def close(self) -> None:
         self.file.publish()
 
     def abort(self) -> None:
         self.file.discard()
+
+
+def results_to_pandas(results) -> Any:
+    """A pandas DataFrame of pipeline results with the CSV output's columns and rows: one per box,
+    one with empty (NaN) box fields for an input without boxes, one with the error for a failed
+    input. Needs pandas (``pip install 'visionpipe[pandas]'``)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise MissingExtraError("pandas", "pandas", "DataFrame output") from None
+    rows = [row for result in results for row in result_rows(result)]
+    frame = pd.DataFrame(rows, columns=CSV_COLUMNS)
+    for column in ("x1", "y1", "x2", "y2", "confidence"):
+        frame[column] = frame[column].astype("float64")  # None -> NaN
+    frame["class_id"] = frame["class_id"].astype("Int64")  # nullable: an image without boxes has none
+    return frame
 
 
 def unique_name(name: str, index: int, used: set[str]) -> str:
@@ -206,25 +260,68 @@ def unique_name(name: str, index: int, used: set[str]) -> str:
 
 
 class YoloWriter(ResultWriter):
-    """``<folder>/<image stem>.txt`` per image: ``class cx cy w h confidence``, normalised.
+    """A YOLO dataset's labels: ``<out>/labels/<image stem>.txt`` per image, with ``<out>/data.yaml``
+    and ``<out>/classes.txt``.
+
+    Rows are ``class cx cy w h``, normalised to [0, 1]: the five-column training format that
+    Ultralytics' dataset loader accepts (an image without detections gets an empty file: a
+    background image). ``save_conf`` appends the score as a sixth column, as Ultralytics'
+    ``save_conf`` does for predictions (its dataset loader rejects such files).
+
+    ``data.yaml`` (Ultralytics' dataset file: ``path``, ``train``/``val`` image folders, ``names``)
+    expects the images in ``<out>/images/``, where Ultralytics looks for them beside ``labels/``;
+    they are not copied there (photos are large): link or copy them. ``classes.txt`` lists one name
+    per line, as CVAT's and labelImg's YOLO import expect.
 
     Two inputs with the same file name (from different folders) get distinct files: the later one
     is prefixed with its position in the run.
     """
 
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
+    def __init__(self, out: str | os.PathLike, class_names: Sequence[str] = (), save_conf: bool = False) -> None:
+        self.out = Path(out)
+        self.folder = self.out / "labels"
+        self.class_names = tuple(class_names)
+        self.save_conf = save_conf
         self.used: set[str] = set()
 
     def write(self, result: Result) -> None:
         if result.detections is None or result.image_size is None:
             return
         height, width = result.image_size
-        rows = result.detections.to_yolo(width, height, with_confidence=True)
-        text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f} {r[5]:.5f}\n" for r in rows)
+        rows = result.detections.to_yolo(width, height, with_confidence=self.save_conf)
+        # boxes are clipped to the image; rounding must not push a coordinate past 1 either
+        np.clip(rows[:, 1:5], 0.0, 1.0, out=rows[:, 1:5])
+        if self.save_conf:
+            text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f} {r[5]:.5f}\n" for r in rows)
+        else:
+            text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
         name = unique_name(f"{Path(result.image_id).stem}.txt", result.index, self.used)
         with atomic_open(self.folder / name) as handle:
             handle.write(text)
+
+    def close(self) -> None:
+        import yaml
+
+        data = {
+            "path": str(self.out.resolve()),
+            "train": "images",
+            "val": "images",
+            "nc": len(self.class_names),
+            "names": dict(enumerate(self.class_names)),
+        }
+        header = (
+            "# YOLO dataset written by visionpipe: labels in labels/, one .txt per image.\n"
+            "# Put (or link) the images in images/ beside labels/ to train or validate on them.\n"
+        )
+        with atomic_open(self.out / "data.yaml") as handle:
+            handle.write(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        with atomic_open(self.out / "classes.txt") as handle:
+            handle.write("".join(f"{name}\n" for name in self.class_names))
+
+    @property
+    def paths(self) -> list[Path]:
+        """What the writer owns in the output folder."""
+        return [self.folder, self.out / "data.yaml", self.out / "classes.txt"]
 
 
 def error_text(error: BaseException | None) -> str:
@@ -278,19 +375,22 @@ def read_jsonl(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict
 
 
 def read_csv(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict[str, Detections | str]:
-    """``{path: Detections}`` from a CSV file (inputs without boxes do not appear)."""
-    rows: dict[str, list[list[str]]] = {}
+    """``{path: Detections}`` from a CSV file; failed inputs map to their error text, inputs
+    without boxes to empty Detections."""
+    rows: dict[str, list[dict[str, str]]] = {}
     errors: dict[str, str] = {}
     with open(path, encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             if row["error"]:
                 errors[row["path"]] = row["error"]
             else:
-                rows.setdefault(row["path"], []).append(row)
+                boxes = rows.setdefault(row["path"], [])
+                if row["x1"]:  # an input without boxes has one row with empty box fields
+                    boxes.append(row)
     out: dict[str, Detections | str] = dict(errors)
     for source, items in rows.items():
         out[source] = Detections(
-            xyxy=np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in items], np.float32),
+            xyxy=np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in items], np.float32).reshape(-1, 4),
             confidence=[float(r["confidence"]) for r in items],
             class_id=[int(r["class_id"]) for r in items],
             class_names=tuple(class_names),

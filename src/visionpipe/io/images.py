@@ -176,3 +176,14 @@ def _channels_to_bgr(image: np.ndarray, name: str) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     raise ImageDecodeError(name, f"expected 1, 3 or 4 channels, got shape {image.shape}")
+
+
+def as_image_input(image: object) -> ImageInput | object:
+    """A PIL image as the BGR array the pipeline reads (EXIF orientation applied, as for files);
+    anything else unchanged. PIL is only imported when such an object is given."""
+    if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
+        from PIL import ImageOps
+
+        rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return np.ascontiguousarray(rgb[:, :, ::-1])
+    return image

@@ -21,6 +21,10 @@ IMAGE_EXTENSIONS = frozenset(
      ".jp2", ".sr", ".ras", ".avif"}
 )  # fmt: skip
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".asf"}
+)  # fmt: skip
+URL_PREFIXES = ("http://", "https://", "ftp://", "rtsp://", "rtsps://", "rtmp://", "s3://", "gs://")
 
 
 def is_image_path(path: Path) -> bool:
@@ -37,7 +41,14 @@ def expand_sources(sources: Iterable[str], stdin: TextIO | None = None) -> list[
 def _expand_one(source: str, stdin: TextIO) -> list[Path]:
     if source == "-":
         return [Path(line.strip()) for line in stdin if line.strip()]
+    if source.lower().startswith(URL_PREFIXES):
+        # fetching whatever a URL serves is not a safe default for a batch tool
+        raise SourceError(
+            f"{source}: URLs are not fetched; download the images first (or give a stream to `visionpipe video`)"
+        )
     path = Path(source)
+    if path.suffix.lower() in VIDEO_EXTENSIONS and not path.is_dir():
+        raise SourceError(f"{source} is a video: use `visionpipe video {source}`")
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
         if not found:

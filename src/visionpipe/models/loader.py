@@ -61,16 +61,23 @@ def load_model(
     device: str = "cpu",
     intra_op_threads: int = 0,
     runtime: str | None = None,
+    input_size: int | tuple[int, int] | None = None,
 ) -> DetectionModel:
     """Load a detector from a spec file, a spec dict/object, or a model file.
 
     ``family`` names the decoder for a bare model file without metadata; without it the family is
     taken from the metadata or, failing that, from the one family whose layout the outputs fit.
     ``runtime`` (or the spec's ``runtime:``) names the runtime; without it the file's suffix picks
-    one (:mod:`visionpipe.models.backends`).
+    one (:mod:`visionpipe.models.backends`). ``input_size`` (an int for a square, or (height, width))
+    overrides the spec's.
     """
     spec = resolve_spec(source)
-    updates = {k: v for k, v in {"family": family, "runtime": runtime}.items() if v is not None}
+    updates: dict = {k: v for k, v in {"family": family, "runtime": runtime}.items() if v is not None}
+    if input_size is not None:
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
+            raise SpecError(f"input size must be a positive int or (height, width), got {input_size!r}")
+        updates["input_size"] = (int(size[0]), int(size[1]))
     if updates:
         spec = spec.model_copy(update=updates)
     backend = open_backend(
