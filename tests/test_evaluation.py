@@ -10,7 +10,7 @@ import pytest
 
 from visionpipe.detections import Detections
 from visionpipe.evaluation import STAT_NAMES, evaluate_coco
-from visionpipe.pipeline import Result
+from visionpipe.results import Result
 
 # MLflow's rule for metric names (mlflow/utils/validation.py: _VALID_PARAM_AND_METRIC_NAMES)
 MLFLOW_NAME = re.compile(r"^[/\w.\- :]*$")

@@ -25,8 +25,10 @@ LAYERS: dict[str, int] = {
     "_version": 0,
     "data": 0,
     "geometry": 1,
+    "adapters": 1,  # conversions to other libraries; Detections' to_*/from_* methods delegate to it
     "detections": 2,
-    "results": 3,
+    # Result.plot draws and reads with io.annotate and io.images, so results sits beside io
+    "results": 4,
     "io": 4,
     "preprocess": 5,
     "postprocess": 5,

@@ -1,8 +1,11 @@
 """Conversions between :class:`~visionpipe.detections.Detections` and the neighbouring libraries:
 supervision, Ultralytics, pandas and FiftyOne.
 
-Each foreign package is imported only inside the function that needs it; a missing one raises
-:class:`~visionpipe.errors.MissingExtraError` naming the extra to install. Ultralytics results are
+Use them through the methods of ``Detections`` (``to_supervision``, ``from_supervision``, ...): the
+functions here take the class to build as ``cls``, so that this module sits below
+``visionpipe.detections`` and never imports it. Each foreign package is imported only inside the
+function that needs it; a missing one raises :class:`~visionpipe.errors.MissingExtraError` naming
+the extra to install. Ultralytics results are
 read by their attributes (``boxes.xyxy``, ``boxes.conf``, ``boxes.cls``, ``boxes.id``, ``names``),
 so converting them does not import ultralytics at all.
 
@@ -19,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.detections import Detections
 from visionpipe.errors import DetectionsError, MissingExtraError
+
+# visionpipe.detections.Detections: not imported (it imports this module), hence Any below
+Detections = Any
 
 CLASS_NAME_KEY = "class_name"  # where supervision keeps each box's class name
 
@@ -32,7 +37,7 @@ def to_supervision(detections: Detections) -> Any:
         import supervision as sv
     except ImportError:
         raise MissingExtraError("supervision", "supervision", "Detections.to_supervision") from None
-    data = {key: np.asarray(value) for key, value in detections.data.items()}
+    data: dict[str, Any] = {key: np.asarray(value) for key, value in detections.data.items()}
     if detections.class_names:
         data[CLASS_NAME_KEY] = np.array(detections.names, dtype=str).reshape(len(detections))
     return sv.Detections(
@@ -44,7 +49,7 @@ def to_supervision(detections: Detections) -> Any:
     )
 
 
-def from_supervision(detections: Any, class_names: Sequence[str] | None = None) -> Detections:
+def from_supervision(cls: Any, detections: Any, class_names: Sequence[str] | None = None) -> Detections:
     """visionpipe Detections from a ``supervision.Detections`` (duck-typed: anything with
     ``xyxy``, ``confidence``, ``class_id``, ``tracker_id`` and ``data``).
 
@@ -56,10 +61,10 @@ def from_supervision(detections: Any, class_names: Sequence[str] | None = None) 
     if detections.class_id is None:
         raise DetectionsError("supervision Detections without class_id cannot become visionpipe Detections")
     class_id = np.asarray(detections.class_id).astype(np.int64)
-    data = {k: np.asarray(v) for k, v in (detections.data or {}).items() if k != CLASS_NAME_KEY}
+    data: dict[str, Any] = {k: np.asarray(v) for k, v in (detections.data or {}).items() if k != CLASS_NAME_KEY}
     if class_names is None:
         class_names = _names_from_boxes(class_id, (detections.data or {}).get(CLASS_NAME_KEY))
-    return Detections(
+    return cls(
         xyxy=np.asarray(detections.xyxy, dtype=np.float32).reshape(n, 4),
         confidence=np.ones(n, np.float32) if detections.confidence is None else detections.confidence,
         class_id=class_id,
@@ -90,7 +95,7 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def from_ultralytics(result: Any) -> Detections:
+def from_ultralytics(cls: Any, result: Any) -> Detections:
     """visionpipe Detections from one Ultralytics ``Results`` object (``model(image)[0]``).
 
     Reads ``result.boxes.xyxy``, ``.conf``, ``.cls`` and ``.id`` (track ids, None when not
@@ -105,7 +110,7 @@ def from_ultralytics(result: Any) -> Detections:
     else:
         class_names = tuple(str(n) for n in names)
     track = getattr(boxes, "id", None)
-    return Detections(
+    return cls(
         xyxy=_numpy(boxes.xyxy).astype(np.float32).reshape(-1, 4),
         confidence=_numpy(boxes.conf).astype(np.float32).reshape(-1),
         class_id=_numpy(boxes.cls).reshape(-1).astype(np.int64),

@@ -253,14 +253,14 @@ class Detections:
         """From a ``supervision.Detections``; class names from its ``data["class_name"]`` by default."""
         from visionpipe.adapters import from_supervision
 
-        return from_supervision(detections, class_names)
+        return from_supervision(cls, detections, class_names)
 
     @classmethod
     def from_ultralytics(cls, result: Any) -> Detections:
         """From one Ultralytics ``Results`` object (boxes, scores, classes, track ids, names)."""
         from visionpipe.adapters import from_ultralytics
 
-        return from_ultralytics(result)
+        return from_ultralytics(cls, result)
 
     def to_pandas(self) -> Any:
         """A pandas DataFrame, one row per box."""

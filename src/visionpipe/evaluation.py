@@ -216,22 +216,25 @@ def best_f1_point(evaluator: Any, thresholds: int = 1001) -> OperatingPoint:
     params = evaluator.params
     area_all = params.areaRng[0]
     max_det = params.maxDets[-1]
-    per_class: dict[int, tuple[list, list, int]] = {}
+    scores_of: dict[int, list[np.ndarray]] = {}
+    matched_of: dict[int, list[np.ndarray]] = {}
+    positives_of: dict[int, int] = {}
     for entry in evaluator.evalImgs:
         if entry is None or entry["aRng"] != area_all or entry["maxDet"] != max_det:
             continue
-        scores, matched, ignored = per_class.setdefault(entry["category_id"], ([], [], [0]))
+        category = entry["category_id"]
         keep = np.asarray(entry["dtIgnore"])[0] == 0 if len(entry["dtIds"]) else np.zeros(0, bool)
-        scores.append(np.asarray(entry["dtScores"])[:max_det][keep[:max_det]])
-        matched.append(np.asarray(entry["dtMatches"])[0][:max_det][keep[:max_det]] > 0)
-        ignored[0] += int((np.asarray(entry["gtIgnore"]) == 0).sum())
+        scores_of.setdefault(category, []).append(np.asarray(entry["dtScores"])[:max_det][keep[:max_det]])
+        matched_of.setdefault(category, []).append(np.asarray(entry["dtMatches"])[0][:max_det][keep[:max_det]] > 0)
+        positives_of[category] = positives_of.get(category, 0) + int((np.asarray(entry["gtIgnore"]) == 0).sum())
     grid = np.linspace(0.0, 1.0, thresholds)
-    precisions, recalls = [], []
-    for scores_parts, matched_parts, (positives,) in per_class.values():
+    precisions: list[np.ndarray] = []
+    recalls: list[np.ndarray] = []
+    for category, positives in positives_of.items():
         if positives == 0:
             continue
-        scores = np.concatenate(scores_parts) if scores_parts else np.zeros(0)
-        matched = np.concatenate(matched_parts) if matched_parts else np.zeros(0, bool)
+        scores = np.concatenate(scores_of[category]) if scores_of[category] else np.zeros(0)
+        matched = np.concatenate(matched_of[category]) if matched_of[category] else np.zeros(0, bool)
         order = np.argsort(-scores, kind="mergesort")
         scores, matched = scores[order], matched[order]
         true_positives = np.concatenate([[0], np.cumsum(matched)])

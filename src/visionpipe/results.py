@@ -1,7 +1,8 @@
 """What a pipeline made of one input: its detections (or error), image size and stage times.
 
 Its own module so that writers (``io.formats``), evaluation and later layers read results without
-importing the pipeline that makes them.
+importing the pipeline that makes them. It sits beside ``io`` (``plot`` draws with
+``io.annotate`` and reads with ``io.images``, neither of which imports it).
 """
 
 from __future__ import annotations
@@ -65,10 +66,3 @@ class Result:
                 raise ValueError("this result came from an array or bytes: pass the image to plot()")
             image = self.source
         return annotate(decode_image(as_image_input(image)), self.detections, show_score=show_score)  # type: ignore[arg-type]
-
-    def to_pandas(self) -> Any:
-        """One row per box (one row with empty box fields when nothing was detected), as the CSV
-        output has them; see :func:`visionpipe.io.formats.results_to_pandas`."""
-        from visionpipe.io.formats import results_to_pandas
-
-        return results_to_pandas([self])

@@ -18,7 +18,7 @@ import supervision as sv
 from visionpipe.detections import Detections
 from visionpipe.errors import ImageDecodeError
 from visionpipe.io.dataset_formats import OutputFormat, open_writers
-from visionpipe.pipeline import Result
+from visionpipe.results import Result
 
 from .yolo_rules import RejectedLabel, check_data_yaml, check_label_file
 

@@ -26,7 +26,7 @@ from visionpipe.io.formats import (
     run_image_id,
     unique_name,
 )
-from visionpipe.pipeline import Result
+from visionpipe.results import Result
 
 
 class OutputFormat(str, Enum):
@@ -130,7 +130,7 @@ class CocoDatasetWriter(ResultWriter):
         dataset = {
             "info": {"description": "detections written by visionpipe", "images_root": str(root) if root else ""},
             "images": self.images,
-            "categories": sorted(categories, key=lambda c: c["id"]),
+            "categories": sorted(categories, key=lambda c: int(c["id"])),  # type: ignore[call-overload]
             "annotations": self.annotations,
         }
         with atomic_open(self.path) as handle:

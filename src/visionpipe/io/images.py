@@ -12,6 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -178,7 +179,7 @@ def _channels_to_bgr(image: np.ndarray, name: str) -> np.ndarray:
     raise ImageDecodeError(name, f"expected 1, 3 or 4 channels, got shape {image.shape}")
 
 
-def as_image_input(image: object) -> ImageInput | object:
+def as_image_input(image: Any) -> Any:
     """A PIL image as the BGR array the pipeline reads (EXIF orientation applied, as for files);
     anything else unchanged. PIL is only imported when such an object is given."""
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
