@@ -444,8 +444,9 @@ class Pipeline:
         else:
             keep = np.argsort(-candidates.scores, kind="stable")[: params.max_det]
         data = {key: values[keep] for key, values in candidates.data.items()}
-        if "polygon" in data:
-            data["polygon"] = transform.points_to_original(data["polygon"])
+        for key in model.decoder.point_keys:  # the decoder says which data hold points
+            if key in data:
+                data[key] = transform.points_to_original(data[key])
         return Detections(
             xyxy=boxes[keep],
             confidence=candidates.scores[keep],

@@ -75,7 +75,7 @@ def list_models() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from visionpipe.models.decoders import DECODERS
+    from visionpipe.models.decoders import available_decoders
     from visionpipe.models.zoo import BUILTINS, DEFAULT_MODEL
 
     table = Table(title="built-in models")
@@ -91,6 +91,6 @@ def list_models() -> None:
     families = Table(title="decoder families (for your own models: a spec with `model` and `family`)")
     families.add_column("family")
     families.add_column("output layout")
-    for name, decoder in DECODERS.items():
+    for name, decoder in available_decoders().items():
         families.add_row(name, decoder.summary)
     console.print(families)

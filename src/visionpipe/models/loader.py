@@ -23,9 +23,10 @@ from visionpipe.models.decoders import (
     Decoder,
     build_decoder,
     canonical_family,
+    import_decoder,
     matching_families,
 )
-from visionpipe.models.presets import DEFAULT_INPUT_SIZE, PRESETS
+from visionpipe.models.presets import DEFAULT_INPUT_SIZE
 from visionpipe.models.spec import ModelSpec, ThresholdSpec, find_sidecar_spec
 from visionpipe.preprocess import PreprocessConfig
 
@@ -89,17 +90,24 @@ def load_model(
 def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
     """Configure a loaded backend from a spec, the model's metadata and the family preset."""
     embedded = ultralytics_config(backend.metadata)
-    name = spec.family or embedded.get("family")
-    if name is None:
-        name = _guess_family(backend, _input_size(spec, embedded, backend, None))
-    family = canonical_family(name)
-    if family not in PRESETS:
-        raise UnknownOutputLayoutError(
-            f"unknown decoder family {name!r}", [o.shape for o in backend.outputs], sorted(DECODERS)
-        )
-    preset = PRESETS[family]
+    options = dict(spec.decoder)
+    class_path = options.pop("class", None)
+    if class_path is not None:  # a decoder named by import path: no registration needed
+        decoder_cls = import_decoder(str(class_path))
+    else:
+        name = spec.family or embedded.get("family")
+        if name is None:
+            name = _guess_family(backend, _input_size(spec, embedded, backend, None))
+        family = canonical_family(name)
+        if family not in DECODERS:
+            raise UnknownOutputLayoutError(
+                f"unknown decoder family {name!r}", [o.shape for o in backend.outputs], sorted(DECODERS)
+            )
+        decoder_cls = DECODERS[family]
+    preset = decoder_cls.preset
     input_hw = _input_size(spec, embedded, backend, preset.input_size)
-    decoder = build_decoder(family, backend.outputs, input_hw, spec.decoder)
+    decoder = build_decoder(decoder_cls, backend.outputs, input_hw, options)
+    family = decoder_cls.family
 
     class_names = spec.resolved_class_names() or embedded.get("names") or preset.class_names
     if not class_names and decoder.num_classes:

@@ -1,80 +1,37 @@
-"""Each family's usual preprocessing and decoding, so a spec only says what differs.
+"""Each family's preset, read from its decoder class (``Decoder.preset``): kept for code that looks
+presets up by family name. The presets themselves live beside each family's decoding, in
+:mod:`visionpipe.models.decoders`.
 
-Values follow each family's reference demo (see the shared assets' MANIFEST for the COCO models).
 The score threshold is a production default; evaluation passes its own (e.g. 0.01).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
-from visionpipe.data import COCO80_NAMES
-from visionpipe.models.decoders import DecodeParams
-from visionpipe.preprocess import PreprocessConfig
-
-ULTRALYTICS_INPUT = PreprocessConfig(
-    resize="letterbox", anchor="center", pad_value=114, interpolation="linear", channel_order="rgb", scale=1 / 255
-)
+from visionpipe.models.decoders import DECODERS, canonical_family
+from visionpipe.models.decoders.base import ULTRALYTICS_INPUT, FamilyPreset
 
 
-@dataclass(frozen=True)
-class FamilyPreset:
-    preprocess: PreprocessConfig
-    params: DecodeParams
-    # The classes the family's published weights detect, used when neither spec nor metadata names them.
-    class_names: tuple[str, ...] = ()
-    # For models with a dynamic input size, when neither spec nor metadata fixes one.
-    input_size: tuple[int, int] | None = None
+class _Presets(Mapping[str, FamilyPreset]):
+    """family name (or alias) -> its decoder's preset, over the live decoder registry."""
+
+    def __getitem__(self, family: str) -> FamilyPreset:
+        return DECODERS[canonical_family(family)].preset
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DECODERS)
+
+    def __len__(self) -> int:
+        return len(DECODERS)
+
+    def __contains__(self, family: object) -> bool:
+        return isinstance(family, str) and canonical_family(family) in DECODERS
 
 
-PRESETS: dict[str, FamilyPreset] = {
-    "yolox": FamilyPreset(
-        PreprocessConfig(
-            resize="letterbox", anchor="top_left", pad_value=114, interpolation="linear", channel_order="bgr", scale=1.0
-        ),
-        DecodeParams(iou_threshold=0.65, multi_label=True),
-        COCO80_NAMES,
-    ),
-    "nanodet": FamilyPreset(
-        PreprocessConfig(
-            resize="letterbox",
-            anchor="center",
-            pad_value=0,
-            interpolation="area",
-            channel_order="bgr",
-            scale=1.0,
-            mean=(103.53, 116.28, 123.675),
-            std=(57.375, 57.12, 58.395),
-        ),
-        DecodeParams(iou_threshold=0.6, multi_label=True),
-        COCO80_NAMES,
-    ),
-    "fastestdet": FamilyPreset(
-        PreprocessConfig(resize="stretch", interpolation="area", channel_order="bgr", scale=1 / 255),
-        DecodeParams(iou_threshold=0.45, multi_label=False),
-        COCO80_NAMES,
-    ),
-    "yolov8": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.7)),
-    "yolov5": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.45)),
-    "end2end": FamilyPreset(ULTRALYTICS_INPUT, DecodeParams()),
-    # PP-OCR det as PaddleOCR feeds it: BGR, x / 255, then (x - 0.5) / 0.5; shrunk to fit 960
-    # (never enlarged), sides rounded to multiples of 32, no padding -- a padded border reads as a
-    # text edge. score_threshold is DBNet's box threshold.
-    "dbnet": FamilyPreset(
-        PreprocessConfig(
-            resize="fit",
-            interpolation="linear",
-            channel_order="bgr",
-            scale=1 / 255,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            size_divisor=32,
-        ),
-        DecodeParams(score_threshold=0.5, max_det=1000),
-        ("text",),
-        input_size=(960, 960),
-    ),
-}
+PRESETS: Mapping[str, FamilyPreset] = _Presets()
 
 # Used when neither the model nor the spec fixes the input size (dynamic height and width).
 DEFAULT_INPUT_SIZE = (640, 640)
+
+__all__ = ["DEFAULT_INPUT_SIZE", "PRESETS", "ULTRALYTICS_INPUT", "FamilyPreset"]

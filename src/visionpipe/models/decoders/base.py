@@ -1,4 +1,13 @@
-"""What every decoder shares: the decode parameters, the candidates it returns, score selection."""
+"""What every decoder shares: the decode parameters, its family preset, the candidates it returns,
+score selection.
+
+A decoder family is one class in one module: its ``family`` name and ``aliases``, its ``preset``
+(the preprocessing and thresholds of the family's reference demo, so a spec only says what
+differs), the ``data`` keys of its candidates that hold points to map back to the original image
+(``point_keys``), and the decoding itself. Registering it (:func:`visionpipe.models.decoders.register_decoder`,
+an entry point, or a spec's ``decoder: {class: "pkg.module:Class"}``) is all the rest of visionpipe
+needs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import numpy as np
 
 from visionpipe.errors import LayoutMismatch
 from visionpipe.models.backend import TensorInfo
+from visionpipe.preprocess import ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode
 
 
 @dataclass(frozen=True)
@@ -43,11 +53,34 @@ class DecodeParams:
 
 
 @dataclass(frozen=True)
+class FamilyPreset:
+    """A family's usual input handling and thresholds; every field of a spec overrides its own."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    params: DecodeParams = field(default_factory=DecodeParams)
+    # The classes the family's published weights detect, used when neither spec nor metadata names them.
+    class_names: tuple[str, ...] = ()
+    # For models with a dynamic input size, when neither spec nor metadata fixes one.
+    input_size: tuple[int, int] | None = None
+
+
+# How Ultralytics exports are fed (YOLOv5, YOLOv8/YOLO11, YOLOv10/YOLO26 end-to-end).
+ULTRALYTICS_INPUT = PreprocessConfig(
+    resize=ResizeMode.LETTERBOX,
+    anchor=PadAnchor.CENTER,
+    pad_value=114,
+    interpolation="linear",
+    channel_order=ChannelOrder.RGB,
+    scale=1 / 255,
+)
+
+
+@dataclass(frozen=True)
 class Candidates:
     """Boxes of one image before NMS, in model-input pixels (x1, y1, x2, y2).
 
-    ``data`` holds extra per-box arrays; a ``polygon`` entry (N, K, 2) of input-pixel points is
-    mapped to the original image with the boxes.
+    ``data`` holds extra per-box arrays; the entries the decoder names in ``Decoder.point_keys``
+    (N, K, 2) are input-pixel points, mapped to the original image with the boxes.
     """
 
     xyxy: np.ndarray
@@ -69,6 +102,11 @@ class Decoder(ABC):
 
     family: ClassVar[str]
     summary: ClassVar[str]
+    # other names the family answers to in specs and metadata (``yolo11`` for ``yolov8``)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    preset: ClassVar[FamilyPreset] = FamilyPreset()
+    # keys of ``Candidates.data`` holding (N, K, 2) input-pixel points to map to the original image
+    point_keys: ClassVar[tuple[str, ...]] = ()
     applies_nms: ClassVar[bool] = True
     options: ClassVar[tuple[str, ...]] = ()
     # When a layout fits several families, the least general one is taken (a YOLOX grid of exactly

@@ -18,9 +18,11 @@ from visionpipe.models.decoders.base import (
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
 )
+from visionpipe.preprocess import ChannelOrder, PreprocessConfig, ResizeMode
 
 _DILATE = np.ones((2, 2), np.uint8)
 
@@ -28,6 +30,25 @@ _DILATE = np.ones((2, 2), np.uint8)
 class DbnetDecoder(Decoder):
     family = "dbnet"
     summary = "(B, 1, H, W): text probability map -> rotated boxes and polygons (PP-OCR det)"
+    aliases = ("ppocr", "db")
+    # PP-OCR det as PaddleOCR feeds it: BGR, x / 255, then (x - 0.5) / 0.5; shrunk to fit 960
+    # (never enlarged), sides rounded to multiples of 32, no padding -- a padded border reads as a
+    # text edge. score_threshold is DBNet's box threshold.
+    preset = FamilyPreset(
+        PreprocessConfig(
+            resize=ResizeMode.FIT,
+            interpolation="linear",
+            channel_order=ChannelOrder.BGR,
+            scale=1 / 255,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            size_divisor=32,
+        ),
+        DecodeParams(score_threshold=0.5, max_det=1000),
+        ("text",),
+        input_size=(960, 960),
+    )
+    point_keys = ("polygon",)
     applies_nms = False
     options = ("binary_threshold", "unclip_ratio", "min_size", "max_candidates", "dilate")
 

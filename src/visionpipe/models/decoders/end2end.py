@@ -9,9 +9,11 @@ import numpy as np
 
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
+    ULTRALYTICS_INPUT,
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     expect_rank3,
@@ -21,6 +23,8 @@ from visionpipe.models.decoders.base import (
 class End2EndDecoder(Decoder):
     family = "end2end"
     summary = "(B, K, 6): x1, y1, x2, y2, score, class after in-graph NMS"
+    aliases = ("yolov10", "yolo26")
+    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams())
     applies_nms = False
 
     def _bind(self, outputs: list[TensorInfo]) -> int | None:

@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from visionpipe.data import COCO80_NAMES
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     select_scores,
 )
+from visionpipe.preprocess import ChannelOrder, PreprocessConfig, ResizeMode
 
 
 class FastestdetDecoder(Decoder):
     family = "fastestdet"
     summary = "(B, 5+C, H, W): objectness, 4 box values, class probabilities per cell"
+    preset = FamilyPreset(
+        PreprocessConfig(
+            resize=ResizeMode.STRETCH, interpolation="area", channel_order=ChannelOrder.BGR, scale=1 / 255
+        ),
+        DecodeParams(iou_threshold=0.45, multi_label=False),
+        COCO80_NAMES,
+    )
     options = ("objectness_power", "class_power")
 
     def _bind(self, outputs: list[TensorInfo], objectness_power: float = 0.6, class_power: float = 0.4) -> int | None:

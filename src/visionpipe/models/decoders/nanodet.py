@@ -12,20 +12,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from visionpipe.data import COCO80_NAMES
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     select_scores,
 )
+from visionpipe.preprocess import ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode
 
 
 class NanodetDecoder(Decoder):
     family = "nanodet"
     summary = "per stride 8/16/32: class scores (N, C) and GFL distributions (N, 4*(reg_max+1)), matched by shape"
+    preset = FamilyPreset(
+        PreprocessConfig(
+            resize=ResizeMode.LETTERBOX,
+            anchor=PadAnchor.CENTER,
+            pad_value=0,
+            interpolation="area",
+            channel_order=ChannelOrder.BGR,
+            scale=1.0,
+            mean=(103.53, 116.28, 123.675),
+            std=(57.375, 57.12, 58.395),
+        ),
+        DecodeParams(iou_threshold=0.6, multi_label=True),
+        COCO80_NAMES,
+    )
     options = ("strides", "reg_max")
 
     def _bind(self, outputs: list[TensorInfo], strides: Sequence[int] = (8, 16, 32), reg_max: int = 7) -> int | None:

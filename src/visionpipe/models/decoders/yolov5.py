@@ -17,9 +17,11 @@ import numpy as np
 from visionpipe.geometry import cxcywh_to_xyxy
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
+    ULTRALYTICS_INPUT,
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     expect_rank3,
@@ -30,6 +32,7 @@ from visionpipe.models.decoders.base import (
 class Yolov5Decoder(Decoder):
     family = "yolov5"
     summary = "(B, N, 5+C): cx, cy, w, h, objectness, class scores (decoded, or raw with anchors in the spec)"
+    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.45))
     options = ("anchors", "strides", "logits")
     generality = 1
 

@@ -8,9 +8,11 @@ import numpy as np
 from visionpipe.geometry import cxcywh_to_xyxy
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
+    ULTRALYTICS_INPUT,
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     expect_rank3,
@@ -21,6 +23,8 @@ from visionpipe.models.decoders.base import (
 class Yolov8Decoder(Decoder):
     family = "yolov8"
     summary = "(B, 4+C, N): cx, cy, w, h in input pixels, then class scores (YOLOv8, YOLO11)"
+    aliases = ("yolo11", "yolov11")
+    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.7))
 
     def _bind(self, outputs: list[TensorInfo]) -> int | None:
         out = expect_rank3(outputs, self.family)

@@ -10,22 +10,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from visionpipe.data import COCO80_NAMES
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
     Candidates,
     DecodeParams,
     Decoder,
+    FamilyPreset,
     LayoutMismatch,
     as_int,
     expect_rank3,
     grid_points,
     select_scores,
 )
+from visionpipe.preprocess import ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode
 
 
 class YoloxDecoder(Decoder):
     family = "yolox"
     summary = "(B, cells, 5+C): dx, dy, log w, log h, objectness, class scores over strides 8/16/32"
+    preset = FamilyPreset(
+        PreprocessConfig(
+            resize=ResizeMode.LETTERBOX,
+            anchor=PadAnchor.TOP_LEFT,
+            pad_value=114,
+            interpolation="linear",
+            channel_order=ChannelOrder.BGR,
+            scale=1.0,
+        ),
+        DecodeParams(iou_threshold=0.65, multi_label=True),
+        COCO80_NAMES,
+    )
     options = ("strides",)
 
     def _bind(self, outputs: list[TensorInfo], strides: Sequence[int] = (8, 16, 32)) -> int | None:
