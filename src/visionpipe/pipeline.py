@@ -428,9 +428,16 @@ class Pipeline:
         result.times.postprocess = time.perf_counter() - start
         return result
 
-    def postprocess(self, candidates: Candidates, transform: BoxTransform, member: int = 0) -> Detections:
-        """Map one member's candidates to the original image, clip, and suppress duplicates."""
-        model, params = self.members[member].model, self.members[member].params
+    def postprocess(
+        self, candidates: Candidates, transform: BoxTransform, member: int = 0, params: DecodeParams | None = None
+    ) -> Detections:
+        """Map one member's candidates to the original image, clip, and suppress duplicates.
+
+        ``params`` replaces the member's thresholds for this call (a server's per-request ``iou``
+        and ``max_det``); candidates must have been decoded with the same params.
+        """
+        model = self.members[member].model
+        params = params or self.members[member].params
         boxes = transform.to_original(candidates.xyxy.astype(np.float32, copy=False))
         if model.decoder.applies_nms:
             keep = nms(
