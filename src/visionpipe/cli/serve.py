@@ -30,7 +30,9 @@ def serve(
     max_body_bytes: int = typer.Option(20 * 1024 * 1024, "--max-body-bytes", min=1, help="Larger bodies get 413."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1, help="Larger images get 413."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", min=1, help="Images per batch, across requests."),
-    max_queue_delay_ms: float = typer.Option(2.0, "--max-queue-delay-ms", min=0.0, help="Longest wait to fill a batch."),
+    max_queue_delay_ms: float = typer.Option(
+        2.0, "--max-queue-delay-ms", min=0.0, help="Longest wait to fill a batch."
+    ),
     max_queue: int = typer.Option(64, "--max-queue", min=1, help="Images waiting per model; beyond: 503 at once."),
     deadline_ms: float = typer.Option(10_000.0, "--deadline-ms", min=1.0, help="Per-request deadline (504 after)."),
     device: str = typer.Option("cpu", "--device"),
@@ -58,7 +60,9 @@ def serve(
     if not sources:
         raise typer.BadParameter("give a model repository folder or spec/model files", param_hint="SOURCES")
     if monitor is not None:
-        raise typer.BadParameter("--monitor needs the monitoring package, which this version lacks", param_hint="--monitor")
+        raise typer.BadParameter(
+            "--monitor needs the monitoring package, which this version lacks", param_hint="--monitor"
+        )
     config = ServeConfig(
         sources=tuple(sources),
         host=host,
