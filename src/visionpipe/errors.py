@@ -169,3 +169,35 @@ class AlertRuleError(VisionpipeError):
 
 class WebhookError(VisionpipeError):
     """A webhook did not accept an alert after every retry."""
+
+
+class ServeConfigError(VisionpipeError):
+    """The server cannot start safely as configured (e.g. a non-loopback bind without API keys)."""
+
+
+class ModelNotFoundError(VisionpipeError, LookupError):
+    """A served model or version is unknown or not loaded (HTTP 404)."""
+
+
+class QueueFullError(VisionpipeError):
+    """A model's request queue is full (HTTP 503); ``retry_after`` estimates the seconds until there is room."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(VisionpipeError, TimeoutError):
+    """A request's deadline passed before its inference ran or finished (HTTP 504)."""
+
+
+class BatcherClosedError(VisionpipeError):
+    """A batcher is shutting down and takes no new requests (HTTP 503)."""
+
+
+class RequestTooLargeError(VisionpipeError):
+    """A request body grew past the server's limit while it was read (HTTP 413)."""
+
+
+class TensorError(InputShapeError, ValueError):
+    """An inference request's tensors or parameters are malformed (HTTP 400)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from visionpipe.serve.auth import ApiKeys, AuthConfigError, RateLimiter, is_loopback, new_key, presented_key
+from visionpipe.errors import ServeConfigError
+from visionpipe.serve.auth import ApiKeys, RateLimiter, is_loopback, new_key, presented_key
 from visionpipe.serve.cache import ResponseCache, body_key
 from visionpipe.serve.config import ServeConfig
 
@@ -27,7 +28,7 @@ def test_keys_are_stored_hashed_and_identified(tmp_path):
 def test_bad_keys_files_are_refused(tmp_path, text):
     keys_file = tmp_path / "keys"
     keys_file.write_text(text)
-    with pytest.raises(AuthConfigError):
+    with pytest.raises(ServeConfigError):
         ApiKeys.from_file(keys_file)
 
 
@@ -36,7 +37,7 @@ def test_non_loopback_bind_needs_keys(tmp_path):
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1") and not is_loopback("example.com")
     ServeConfig(host="127.0.0.1").check_bind()
     for host in ("0.0.0.0", "::", "192.168.1.10"):
-        with pytest.raises(AuthConfigError, match="refusing to listen"):
+        with pytest.raises(ServeConfigError, match="refusing to listen"):
             ServeConfig(host=host).check_bind()
     ServeConfig(host="0.0.0.0", api_keys_file=tmp_path / "keys").check_bind()
 

@@ -214,7 +214,7 @@ def test_limits_and_refusals(client, photos):
     streamed = client.post("/v1/models/yolox/detect", content=iter([big[:1_000_000], big[1_000_000:]]))
     assert streamed.status_code == 413
     # an image over the pixel limit (1.2 MP > 1 MP), small as a file
-    ok, png = cv2.imencode(".png", np.zeros((1000, 1200, 3), np.uint8))
+    _, png = cv2.imencode(".png", np.zeros((1000, 1200, 3), np.uint8))
     response = client.post("/v1/models/yolox/detect", content=png.tobytes(), headers={"content-type": "image/png"})
     assert response.status_code == 413 and "MP" in response.json()["error"]
     # not an image

@@ -13,7 +13,6 @@ in front of it says so.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -21,15 +20,22 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from visionpipe.errors import ImageDecodeError, MissingExtraError
+from visionpipe.errors import (
+    BatcherClosedError,
+    DeadlineExceededError,
+    ImageDecodeError,
+    MissingExtraError,
+    ModelNotFoundError,
+    QueueFullError,
+)
 from visionpipe.serve.auth import ApiKeys, RateLimiter, presented_key
-from visionpipe.serve.batcher import BatcherClosedError, DeadlineExceededError, QueueFullError
 from visionpipe.serve.cache import ResponseCache
 from visionpipe.serve.config import ServeConfig
 from visionpipe.serve.limits import BodyLimitMiddleware
 from visionpipe.serve.logs import request_id_from, request_id_var
 from visionpipe.serve.metrics import Metrics
-from visionpipe.serve.repository import LoadedVersion, ModelNotFoundError, ModelRepository
+from visionpipe.serve.repository import LoadedVersion, ModelRepository
+from visionpipe.serve.responses import error_response
 from visionpipe.serve.service import CLIENT_ERRORS, DetectionService
 
 log = logging.getLogger("visionpipe.serve")
@@ -44,16 +50,6 @@ def _fastapi() -> Any:
     except ImportError:
         raise MissingExtraError("fastapi", "serve", "the HTTP server") from None
     return fastapi
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-    from starlette.responses import JSONResponse
-
-    body = {"error": message}
-    request_id = request_id_var.get()
-    if request_id:
-        body["request_id"] = request_id
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def status_for(exc: BaseException) -> tuple[int, dict[str, str] | None]:
@@ -191,7 +187,7 @@ class AppState:
 def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int | None = None) -> Any:
     """The ASGI app serving ``config.sources``; models load when the app starts (lifespan)."""
     fastapi = _fastapi()
-    from visionpipe import __version__
+    from visionpipe._version import __version__
     from visionpipe.serve.detect_route import detect_router
     from visionpipe.serve.protocol import protocol_router
 
@@ -259,7 +255,3 @@ def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int 
     )
     app.add_middleware(GuardMiddleware, state=state)
     return app
-
-
-def json_bytes(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()

@@ -18,15 +18,11 @@ import ipaddress
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionpipe.errors import VisionpipeError
-
-
-class AuthConfigError(VisionpipeError):
-    """The keys file or the bind address cannot be used safely."""
+from visionpipe.errors import ServeConfigError
 
 
 def hash_key(key: str) -> str:
@@ -36,7 +32,7 @@ def hash_key(key: str) -> str:
 def new_key(name: str) -> tuple[str, str]:
     """A fresh key and the line to add to the keys file (which never holds the key itself)."""
     if not name or any(c.isspace() for c in name):
-        raise AuthConfigError(f"a key name must be one word, got {name!r}")
+        raise ServeConfigError(f"a key name must be one word, got {name!r}")
     key = "vp_" + secrets.token_urlsafe(32)
     return key, f"{name} {hash_key(key)}"
 
@@ -69,23 +65,23 @@ class ApiKeys:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise AuthConfigError(f"cannot read the keys file {path}: {exc.strerror or exc}") from None
+            raise ServeConfigError(f"cannot read the keys file {path}: {exc.strerror or exc}") from None
         for number, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.split()
             if len(parts) != 2 or not parts[1].startswith("sha256:") or len(parts[1]) != 7 + 64:
-                raise AuthConfigError(
+                raise ServeConfigError(
                     f"{path}:{number}: expected 'NAME sha256:HEX' (make one with `visionpipe serve --new-key NAME`)"
                 )
             try:
                 digest = bytes.fromhex(parts[1][7:])
             except ValueError:
-                raise AuthConfigError(f"{path}:{number}: the hash is not hexadecimal") from None
+                raise ServeConfigError(f"{path}:{number}: the hash is not hexadecimal") from None
             keys.append(StoredKey(parts[0], digest))
         if not keys:
-            raise AuthConfigError(f"{path} holds no keys")
+            raise ServeConfigError(f"{path} holds no keys")
         return cls(keys)
 
     def identify(self, presented: str | None) -> str | None:
@@ -100,9 +96,9 @@ class ApiKeys:
         return found
 
 
-def presented_key(headers: dict[str, str] | object) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key from ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     authorization = get("authorization") or ""
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

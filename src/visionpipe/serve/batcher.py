@@ -25,23 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from visionpipe.errors import VisionpipeError
-
-
-class QueueFullError(VisionpipeError):
-    """The model's queue is full; ``retry_after`` (seconds) estimates when there will be room."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class DeadlineExceededError(VisionpipeError, TimeoutError):
-    """A request's deadline passed before its inference ran (or finished)."""
-
-
-class BatcherClosedError(VisionpipeError):
-    """The batcher has stopped and takes no new requests."""
+from visionpipe.errors import BatcherClosedError, DeadlineExceededError, QueueFullError
 
 
 @dataclass

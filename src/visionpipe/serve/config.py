@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visionpipe.serve.auth import AuthConfigError, is_loopback
+from visionpipe.errors import ServeConfigError
+from visionpipe.serve.auth import is_loopback
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ServeConfig:
     def check_bind(self) -> None:
         """Refuse to listen beyond this machine without API keys."""
         if not is_loopback(self.host) and self.api_keys_file is None:
-            raise AuthConfigError(
+            raise ServeConfigError(
                 f"refusing to listen on {self.host} without API keys: pass --api-keys FILE "
                 "(make a key with `visionpipe serve --new-key NAME`), or bind 127.0.0.1"
             )

@@ -28,9 +28,9 @@ try:
 except ImportError:  # only imported by the app factory, which needs the serve extra anyway
     raise MissingExtraError("fastapi", "serve", "the HTTP server") from None
 
+from visionpipe.errors import TensorError
 from visionpipe.serve.protocol import parse_classes
 from visionpipe.serve.service import Outcome, Thresholds
-from visionpipe.serve.tensors import TensorError
 
 IMAGE_FIELDS = ("file", "image")
 IMAGE_BODY = {
@@ -127,7 +127,7 @@ def detect_response(outcome: Outcome, request_id: str | None, seconds: float) ->
 
 def detect_router(state: Any) -> Any:
 
-    from visionpipe.serve.app import json_bytes
+    from visionpipe.serve.responses import json_bytes
 
     router = APIRouter(prefix="/v1", tags=["Image route"])
     config = state.config
@@ -162,8 +162,8 @@ def detect_router(state: Any) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=len(IMAGE_FIELDS) + 4)
-            upload = next((form[f] for f in IMAGE_FIELDS if f in form and hasattr(form[f], "read")), None)
-            if upload is None:
+            upload = next((form[f] for f in IMAGE_FIELDS if f in form and not isinstance(form[f], str)), None)
+            if upload is None or isinstance(upload, str):
                 raise TensorError(f"the multipart upload has no file field ({' or '.join(IMAGE_FIELDS)})")
             image = await upload.read()
             await form.close()

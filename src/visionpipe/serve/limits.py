@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-class BodyTooLargeError(Exception):
-    pass
+from visionpipe.errors import RequestTooLargeError
 
 
 class BodyLimitMiddleware:
@@ -40,7 +38,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLargeError
+                    raise RequestTooLargeError
             return message
 
         async def tracking_send(message: dict) -> None:
@@ -51,7 +49,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLargeError:
+        except RequestTooLargeError:
             if not started:
                 await self._reject(send)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.errors import MissingExtraError
+from visionpipe.errors import MissingExtraError, TensorError
 
 try:
     from fastapi import APIRouter, Path, Request
@@ -35,7 +35,6 @@ except ImportError:  # only imported by the app factory, which needs the serve e
 from visionpipe.serve.service import Outcome, Thresholds
 from visionpipe.serve.tensors import (
     InferenceRequest,
-    TensorError,
     bytes_tensor,
     input_data,
     numeric_tensor,
@@ -170,9 +169,9 @@ INFER_BODY = {
 
 def protocol_router(state: Any) -> Any:
 
-    from visionpipe import __version__
-    from visionpipe.serve.app import error_response, json_bytes
-    from visionpipe.serve.repository import ModelNotFoundError
+    from visionpipe._version import __version__
+    from visionpipe.errors import ModelNotFoundError
+    from visionpipe.serve.responses import error_response, json_bytes
 
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
     repository = state.repository
@@ -318,7 +317,7 @@ def protocol_router(state: Any) -> Any:
             )
         return Response(header, media_type="application/json")
 
-    responses = {
+    responses: dict[int | str, dict[str, Any]] = {
         400: {"description": "bad request"},
         404: {"description": "unknown model"},
         413: {"description": "too large"},

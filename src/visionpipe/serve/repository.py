@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from visionpipe.errors import SpecError, VisionpipeError
+from visionpipe.errors import ModelNotFoundError, SpecError
 from visionpipe.io.images import DecodeLimits
 from visionpipe.models.loader import SPEC_SUFFIXES
 from visionpipe.pipeline import Pipeline
@@ -55,10 +55,6 @@ log = logging.getLogger("visionpipe.serve")
 
 MODEL_SUFFIXES = {".onnx"}
 SETTINGS_FILE = "serve.yaml"
-
-
-class ModelNotFoundError(VisionpipeError, LookupError):
-    """No such model, or no such version loaded."""
 
 
 @dataclass(frozen=True)
@@ -287,6 +283,7 @@ class ModelRepository:
             raise
         lanes = batching.lanes or pipeline.concurrency
         holder: list[LoadedVersion] = []
+        on_batch, on_depth = self.on_batch, self.on_depth
         batcher = DynamicBatcher(
             lambda payloads: _run_batch(runner, payloads),
             max_batch_size=batching.max_batch_size,
@@ -294,8 +291,8 @@ class ModelRepository:
             max_queue=batching.max_queue,
             lanes=lanes,
             name=f"{name}/{version}",
-            on_batch=(lambda stats: self.on_batch(holder[0], stats)) if self.on_batch else None,
-            on_depth=(lambda depth: self.on_depth(holder[0], depth)) if self.on_depth else None,
+            on_batch=(lambda stats: on_batch(holder[0], stats)) if on_batch else None,
+            on_depth=(lambda depth: on_depth(holder[0], depth)) if on_depth else None,
         )
         loaded = LoadedVersion(runner, batcher, source, signature)
         holder.append(loaded)

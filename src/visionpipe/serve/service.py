@@ -16,9 +16,8 @@ from typing import Any
 import anyio.to_thread
 
 from visionpipe.detections import Detections
-from visionpipe.errors import ImageDecodeError, InputShapeError, SpecError
+from visionpipe.errors import DeadlineExceededError, ImageDecodeError, InputShapeError, QueueFullError, SpecError
 from visionpipe.io.images import ImageInput, decode_image
-from visionpipe.serve.batcher import DeadlineExceededError, QueueFullError
 from visionpipe.serve.cache import ResponseCache, body_key
 from visionpipe.serve.config import ServeConfig
 from visionpipe.serve.metrics import Metrics
@@ -153,9 +152,8 @@ class DetectionService:
             hit = self.cache.get(key)
             self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:
-                return Outcome(
-                    *hit, model=loaded.name, version=loaded.version, class_names=runner.class_names, cached=True
-                )
+                detections, sizes = hit
+                return Outcome(detections, sizes, loaded.name, loaded.version, runner.class_names, cached=True)
         deadline = arrived + self.deadline_seconds(loaded, timeout)
         seconds: dict[str, float] = {}
 

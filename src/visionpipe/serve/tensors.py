@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from visionpipe.errors import InputShapeError
+from visionpipe.errors import TensorError
 
 DTYPES = {
     "BOOL": np.bool_,
@@ -33,10 +33,6 @@ DTYPES = {
     "FP32": np.float32,
     "FP64": np.float64,
 }
-
-
-class TensorError(InputShapeError, ValueError):
-    """A request tensor is malformed (answered 400)."""
 
 
 class RequestInput(BaseModel):
