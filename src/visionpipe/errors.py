@@ -201,3 +201,8 @@ class RequestTooLargeError(VisionpipeError):
 
 class TensorError(InputShapeError, ValueError):
     """An inference request's tensors or parameters are malformed (HTTP 400)."""
+
+
+class JobError(VisionpipeError):
+    """A sharded batch job cannot start, resume or merge: a folder holding another job or other
+    files, settings or an input listing that changed since the job began, a worker that failed."""

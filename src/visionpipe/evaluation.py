@@ -253,3 +253,100 @@ def best_f1_point(evaluator: Any, thresholds: int = 1001) -> OperatingPoint:
     return OperatingPoint(
         float(p[:, best].mean()), float(r[:, best].mean()), float(f1[:, best].mean()), float(grid[best])
     )
+
+
+def evaluate_detections_file(path: str | Path, annotations: str | Path | Mapping[str, Any]) -> CocoEvaluation:
+    """Score stored detections against a COCO json, through the same pycocotools evaluation.
+
+    ``path`` is a COCO results JSON (a list of ``{image_id, category_id, bbox, score}``, ids of the
+    annotation file, as ``--format coco-results --annotations`` or ``eval --save-detections`` write
+    it; every annotated image is scored, so an image without records counts as one where nothing
+    was found); a COCO dataset with scored annotations (``--format coco``), or a JSONL file of
+    ``visionpipe detect``/``merge``: these two are matched by file name and class name, and the
+    images they list are scored (failed JSONL inputs as images with no detections).
+    """
+    ground_truth = load_annotations(annotations)
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return _evaluate_jsonl(path, ground_truth)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"cannot read detections {path}: {exc}") from None
+    if isinstance(records, dict) and {"images", "annotations", "categories"} <= records.keys():
+        return _evaluate_dataset(path, records, ground_truth)
+    keys = {"image_id", "category_id", "bbox", "score"}
+    if not isinstance(records, list) or any(not isinstance(r, dict) or not keys <= r.keys() for r in records):
+        raise EvaluationError(f"{path} is not a COCO results list (records need {', '.join(sorted(keys))})")
+    known = {img["id"] for img in ground_truth["images"]}
+    strangers = {r["image_id"] for r in records} - known
+    if strangers:
+        raise EvaluationError(
+            f"{len(strangers)} image ids of {path} are not in the annotations (e.g. {sorted(strangers)[:3]}); "
+            "write COCO output with the annotation file's ids (visionpipe merge --annotations)"
+        )
+    return score_records(records, ground_truth, sorted(known))
+
+
+def _evaluate_dataset(path: Path, dataset: Mapping[str, Any], ground_truth: Mapping[str, Any]) -> CocoEvaluation:
+    """A COCO dataset of detections (annotations with scores), mapped onto the ground truth's ids."""
+    ids_by_file = {Path(img["file_name"]).name: img["id"] for img in ground_truth["images"]}
+    category_by_name = {c["name"]: c["id"] for c in ground_truth["categories"]}
+    try:
+        image_ids = {img["id"]: ids_by_file.get(Path(img["file_name"]).name) for img in dataset["images"]}
+        categories = {c["id"]: category_by_name.get(c["name"]) for c in dataset["categories"]}
+        unknown = [img["file_name"] for img in dataset["images"] if image_ids[img["id"]] is None]
+        if unknown:
+            raise EvaluationError(f"{len(unknown)} images of {path} are not in the annotations: {unknown[:5]}")
+        records = [
+            {
+                "image_id": image_ids[a["image_id"]],
+                "category_id": categories[a["category_id"]],
+                "bbox": a["bbox"],
+                "score": a.get("score", 1.0),
+            }
+            for a in dataset["annotations"]
+            if categories.get(a["category_id"]) is not None
+        ]
+    except (KeyError, TypeError) as exc:
+        raise EvaluationError(f"{path} is not a COCO dataset of detections: {exc!r}") from None
+    return score_records(records, ground_truth, [i for i in image_ids.values() if i is not None])
+
+
+def _evaluate_jsonl(path: Path, ground_truth: Mapping[str, Any]) -> CocoEvaluation:
+    from visionpipe.detections import Detections
+
+    names: list[str] = []
+    results: list[Result] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                boxes = record["detections"]
+                for box in boxes:
+                    if box["class_name"] not in names:
+                        names.append(box["class_name"])
+                detections = Detections(
+                    xyxy=np.array([b["box"] for b in boxes], np.float32).reshape(-1, 4),
+                    confidence=np.array([b["score"] for b in boxes], np.float32),
+                    class_id=np.array([names.index(b["class_name"]) for b in boxes], np.int64),
+                )
+                error = EvaluationError(record["error"]) if record.get("error") else None
+                results.append(
+                    Result(
+                        index=number,
+                        image_id=str(record.get("id")),
+                        source=record["path"],
+                        detections=None if error else detections,
+                        error=error,
+                    )
+                )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(f"cannot read detections {path}: {exc}") from None
+    records, image_ids, failed = coco_records(results, ground_truth, tuple(names))
+    evaluation = score_records(records, ground_truth, image_ids)
+    evaluation.failed_images = failed
+    return evaluation

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from visionpipe._version import __version__
-from visionpipe.cli import deploy, detect, evaluate, models, monitor, optimize, samples, serve, video
+from visionpipe.cli import deploy, detect, evaluate, jobs, models, monitor, optimize, samples, serve, video
 
 app = typer.Typer(
     name="visionpipe",
@@ -53,6 +53,7 @@ app.command("deploy", help=deploy.DEPLOY_HELP, epilog=deploy.DEPLOY_EXAMPLE)(dep
 app.add_typer(deploy.bundle_app, name="bundle")
 app.add_typer(monitor.app, name="monitor")
 app.command("serve", help=serve.HELP, epilog=serve.EXAMPLE)(serve.serve)
+app.command("merge", help=jobs.MERGE_HELP, epilog=jobs.MERGE_EXAMPLE)(jobs.merge)
 
 # Typer re-exports click's Exit and Abort; its base ClickException (usage errors) is found through
 # BadParameter, since recent Typer releases vendor their own click.

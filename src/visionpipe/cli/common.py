@@ -35,19 +35,16 @@ def monitor_tag_option():
 
 def resolve_model_source(model: str | None):
     """What ``load_model`` should get for a ``--model`` value (the built-in default when omitted)."""
-    from visionpipe.models.zoo import BUILTINS, DEFAULT_MODEL
+    from visionpipe.models.zoo import resolve_model_source as resolve
 
-    name = model or DEFAULT_MODEL
-    if name in BUILTINS and not Path(name).exists():
-        return BUILTINS[name].to_spec()
-    return name
+    return resolve(model)
 
 
 def model_sources(models: list[str]):
     """One source, or a list of them for an ensemble (``--model`` given several times)."""
-    if len(models) > 1:
-        return [resolve_model_source(m) for m in models]
-    return resolve_model_source(models[0] if models else None)
+    from visionpipe.models.zoo import model_sources as sources
+
+    return sources(models)
 
 
 def build_pipeline(models: list[str], fusion, weights: str | None, fusion_iou: float | None, **options):

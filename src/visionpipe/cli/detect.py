@@ -101,7 +101,61 @@ def detect(
     quiet: bool = quiet_option(),
     monitor: str | None = monitor_option(),
     monitor_tag: str = monitor_tag_option(),
+    shard_size: int | None = typer.Option(
+        None,
+        "--shard-size",
+        min=1,
+        help="Run as a sharded, resumable job: inputs per shard (default 1000 when --resume, --workers or "
+        "--engine is given). Each shard's results go to OUT/shards/ as Parquet and JSONL; merge them with "
+        "visionpipe merge.",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue the sharded job in OUT, skipping finished shards."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="Sharded job: local processes (default 1), or Ray actors with --engine ray (default: as many as "
+        "the cluster's CPUs allow, 0 = the same).",
+    ),
+    engine: str | None = typer.Option(None, "--engine", help="Sharded job engine: local (default) or ray."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster to join (default: start Ray on this machine)."
+    ),
 ) -> None:
+    if shard_size is not None or resume or workers is not None or engine is not None:
+        from visionpipe.cli.jobs import detect_job
+
+        detect_job(
+            sources,
+            out,
+            shard_size=shard_size,
+            resume=resume,
+            workers=workers,
+            engine=engine or "local",
+            ray_address=ray_address,
+            extra={
+                "--save-images": save_images,
+                "--annotations": annotations is not None,
+                "--monitor": monitor is not None,
+                "--save-txt": save_txt or save_conf,
+            },
+            model=model,
+            fusion=fusion.value,
+            weights=weights,
+            fusion_iou=fusion_iou,
+            family=family,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            agnostic=agnostic or None,
+            classes=classes,
+            input_size=parse_input_size(input_size),
+            batch_size=batch_size,
+            device=device,
+            half=half,
+            max_pixels=max_pixels,
+        )
+        return
     from visionpipe.io.annotate import annotate, encode_image
     from visionpipe.io.dataset_formats import open_writers
     from visionpipe.io.formats import atomic_open, atomic_write_bytes, unique_name

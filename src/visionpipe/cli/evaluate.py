@@ -37,7 +37,9 @@ def evaluate(
     fusion_iou: float | None = typer.Option(
         None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."
     ),
-    images: Path = typer.Option(..., "--images", exists=True, help="Folder (or file list) of the annotated images."),
+    images: Path | None = typer.Option(
+        None, "--images", exists=True, help="Folder (or file list) of the annotated images."
+    ),
     annotations: Path = typer.Option(..., "--annotations", exists=True, dir_okay=False, help="COCO annotation json."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     conf: float = typer.Option(0.01, "--conf", min=0.0, max=1.0, help="Score threshold (low, as evaluation wants)."),
@@ -51,10 +53,30 @@ def evaluate(
         None, "--save-detections", help="Write the scored COCO results JSON here."
     ),
     quiet: bool = quiet_option(),
+    detections: Path | None = typer.Option(
+        None,
+        "--detections",
+        exists=True,
+        dir_okay=False,
+        help="Score stored detections instead of running a model: a COCO results JSON with the annotation "
+        "file's image ids (visionpipe merge --annotations), or a detect/merge JSONL file (matched by file name).",
+    ),
 ) -> None:
-    from visionpipe.evaluation import coco_records, load_annotations, score_records
+    from visionpipe.evaluation import coco_records, evaluate_detections_file, load_annotations, score_records
     from visionpipe.io.formats import atomic_open
 
+    if detections is not None:
+        if images is not None or model:
+            raise typer.BadParameter("stored detections are scored as they are: drop --images and --model")
+        stored = evaluate_detections_file(detections, annotations)
+        summary = {"model": f"stored detections {detections.name}", "annotations": str(annotations), **stored.summary()}
+        _print_table(summary)
+        typer.echo(json.dumps(summary, indent=2))
+        if stored.failed_images:
+            raise typer.Exit(2)
+        return
+    if images is None:
+        raise typer.BadParameter("the annotated images are needed (or --detections)", param_hint="--images")
     ground_truth = load_annotations(annotations)
     paths = annotated_images(images, annotations, ground_truth)
 

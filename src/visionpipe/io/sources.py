@@ -4,13 +4,18 @@ Accepted: image files, folders (searched recursively, sorted, image extensions o
 text files listing one path per line (``.txt``; relative to the list's folder), and ``-`` for paths
 on standard input. A named file that does not exist is kept, so it is reported as a failed input
 rather than silently dropped.
+
+``iter_sources`` yields the same paths in the same order without building the list: list files and
+standard input are read line by line and folders are walked one directory at a time, so a listing
+of millions of paths costs no more memory than a short one (a glob pattern is still sorted whole).
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -32,15 +37,19 @@ def is_image_path(path: Path) -> bool:
 
 
 def expand_sources(sources: Iterable[str], stdin: TextIO | None = None) -> list[Path]:
-    paths: list[Path] = []
+    return list(iter_sources(sources, stdin))
+
+
+def iter_sources(sources: Iterable[str], stdin: TextIO | None = None) -> Iterator[Path]:
+    """The paths ``sources`` name, in the order ``expand_sources`` lists them, read lazily."""
     for source in sources:
-        paths.extend(_expand_one(source, stdin or sys.stdin))
-    return paths
+        yield from _expand_one(source, stdin or sys.stdin)
 
 
-def _expand_one(source: str, stdin: TextIO) -> list[Path]:
+def _expand_one(source: str, stdin: TextIO) -> Iterator[Path]:
     if source == "-":
-        return [Path(line.strip()) for line in stdin if line.strip()]
+        yield from (Path(line.strip()) for line in stdin if line.strip())
+        return
     if source.lower().startswith(URL_PREFIXES):
         # fetching whatever a URL serves is not a safe default for a batch tool
         raise SourceError(
@@ -50,19 +59,41 @@ def _expand_one(source: str, stdin: TextIO) -> list[Path]:
     if path.suffix.lower() in VIDEO_EXTENSIONS and not path.is_dir():
         raise SourceError(f"{source} is a video: use `visionpipe video {source}`")
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+        found = False
+        for image in _walk_images(path):
+            found = True
+            yield image
         if not found:
             raise SourceError(f"no images found in folder {path}")
-        return found
+        return
     if path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
         base = path.parent
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [p if p.is_absolute() else base / p for p in (Path(line.strip()) for line in lines if line.strip())]
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    listed = Path(line.strip())
+                    yield listed if listed.is_absolute() else base / listed
+        return
     if path.exists():
-        return [path]
+        yield path
+        return
     if glob.has_magic(source):
         matches = sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file())
         if not matches:
             raise SourceError(f"pattern {source!r} matches no files")
-        return matches
-    return [path]
+        yield from matches
+        return
+    yield path
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    """Image files under ``folder`` in the order of ``sorted(folder.rglob(...))``: entries of each
+    directory sorted by name, a subfolder's contents at its name's place (paths compare by parts)."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        path = folder / entry.name
+        if entry.is_dir():
+            yield from _walk_images(path)
+        elif entry.is_file() and is_image_path(path):
+            yield path

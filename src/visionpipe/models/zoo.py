@@ -61,3 +61,19 @@ BUILTINS: dict[str, BuiltinModel] = {
     )
 }
 DEFAULT_MODEL = "yolox-nano-coco"
+
+
+def resolve_model_source(model: str | None) -> ModelSpec | str:
+    """What ``load_model`` should get for a user's model name or path (the built-in default when
+    None): a built-in model's spec, unless a file of that name exists, else the string itself."""
+    name = model or DEFAULT_MODEL
+    if name in BUILTINS and not Path(name).exists():
+        return BUILTINS[name].to_spec()
+    return name
+
+
+def model_sources(models: list[str]) -> ModelSpec | str | list[ModelSpec | str]:
+    """One source, or a list of them for an ensemble (a model named several times)."""
+    if len(models) > 1:
+        return [resolve_model_source(m) for m in models]
+    return resolve_model_source(models[0] if models else None)
