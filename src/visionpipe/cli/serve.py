@@ -44,7 +44,11 @@ def serve(
     ),
     cache_entries: int = typer.Option(1024, "--cache-entries", min=0, help="Response cache size (0: off)."),
     cache_ttl: float = typer.Option(60.0, "--cache-ttl", min=0.0, help="Seconds a cached response stays valid."),
-    monitor: str | None = typer.Option(None, "--monitor", help="Record each request in this monitoring store."),
+    monitor: str | None = typer.Option(
+        None,
+        "--monitor",
+        help="Record each answered image in this monitoring store (SQLite path or postgresql:// URL), tagged MODEL/VERSION.",
+    ),
     new_key: str | None = typer.Option(
         None, "--new-key", help="Print a new API key named NAME and its line for the keys file, then exit."
     ),
@@ -59,10 +63,6 @@ def serve(
         return
     if not sources:
         raise typer.BadParameter("give a model repository folder or spec/model files", param_hint="SOURCES")
-    if monitor is not None:
-        raise typer.BadParameter(
-            "--monitor needs the monitoring package, which this version lacks", param_hint="--monitor"
-        )
     config = ServeConfig(
         sources=tuple(sources),
         host=host,

@@ -95,12 +95,24 @@ class GuardMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        started = False
+
+        async def send_tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
             refusal = self._refusal(scope["path"], headers)
             if refusal is not None:
-                await refusal(scope, receive, send_with_id)
+                await refusal(scope, receive, send_tracked)
             else:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive, send_tracked)
+        except Exception as exc:  # the unexpected: logged with the request id, answered without details
+            log.error("request failed", exc_info=exc, extra={"error": str(exc)})
+            if not started:
+                response = error_response(500, "internal error; see the server log for this request id")
+                await response(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - start
             served = scope["state"].get("served")
@@ -145,11 +157,17 @@ class AppState:
             config, on_batch=self._on_batch, on_depth=self._on_depth, seed=seed
         )
         self.cache = ResponseCache(config.cache_entries, config.cache_ttl)
-        self.service = DetectionService(config, self.repository, self.metrics, self.cache)
+        self.monitor = None
+        if config.monitor:
+            from visionpipe.monitor import Monitor
+
+            self.monitor = Monitor(config.monitor, tag="serve")
+        self.service = DetectionService(config, self.repository, self.metrics, self.cache, self.monitor)
         self.keys = ApiKeys.from_file(config.api_keys_file) if config.api_keys_file else None
         self.rate_limiter = RateLimiter(config.rate_limit) if self.keys and config.rate_limit > 0 else None
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
+        self._started = False
         self._executions: dict[tuple[str, str], tuple[int, int]] = {}
 
     def _on_batch(self, loaded: LoadedVersion, stats: Any) -> None:
@@ -161,6 +179,10 @@ class AppState:
         self.metrics.queue_depth.labels(loaded.name, loaded.version).set(depth)
 
     def start(self) -> None:
+        """Load the models (idempotent: ``serve`` loads them before binding, so errors are plain)."""
+        if self._started:
+            return
+        self._started = True
         report = self.repository.refresh()
         if not self.repository.ready:
             raise ModelNotFoundError("no model could be loaded: " + "; ".join(report["failed"] or ["none found"]))
@@ -182,6 +204,8 @@ class AppState:
         if self._poller is not None:
             self._poller.join()
         self.repository.close()
+        if self.monitor is not None:
+            self.monitor.close()  # commits every observed request
 
 
 def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int | None = None) -> Any:
@@ -213,9 +237,6 @@ def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int 
 
     async def handle(request: Any, exc: Exception) -> Any:
         status, headers = status_for(exc)
-        if status == 500:
-            log.error("request failed", exc_info=exc, extra={"error": str(exc)})
-            return error_response(500, "internal error; see the server log for this request id")
         return error_response(status, " ".join(str(exc).split()), headers)
 
     for kind in (

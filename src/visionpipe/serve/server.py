@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from visionpipe.errors import MissingExtraError
+from visionpipe.errors import MissingExtraError, SpecError
 from visionpipe.serve.config import BatchingConfig, ServeConfig
 
 CONFIG_ENV = "VISIONPIPE_SERVE_CONFIG"
@@ -79,10 +79,17 @@ def serve(config: ServeConfig) -> int:
     from visionpipe.serve.logs import configure_logging
 
     config.check_bind()
+    for source in config.sources:
+        if not Path(source).exists():
+            raise SpecError(f"model source {source} does not exist")
     configure_logging(config.log_level)
     if config.workers > 1:
         return _serve_workers(config)
-    server = make_server(config)
+    from visionpipe.serve.app import create_app
+
+    app = create_app(config)
+    app.state.vp.start()  # a model that cannot load stops us here, with its error, before binding
+    server = make_server(config, app)
     server.run()
     return 0 if server.started else 1
 

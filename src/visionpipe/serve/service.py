@@ -18,8 +18,10 @@ import anyio.to_thread
 from visionpipe.detections import Detections
 from visionpipe.errors import DeadlineExceededError, ImageDecodeError, InputShapeError, QueueFullError, SpecError
 from visionpipe.io.images import ImageInput, decode_image
+from visionpipe.results import Result, StageTimes
 from visionpipe.serve.cache import ResponseCache, body_key
 from visionpipe.serve.config import ServeConfig
+from visionpipe.serve.logs import request_id_var
 from visionpipe.serve.metrics import Metrics
 from visionpipe.serve.repository import LoadedVersion, ModelRepository
 
@@ -68,12 +70,20 @@ class DetectionService:
     """Runs requests against a :class:`ModelRepository`, with the response cache and metrics."""
 
     def __init__(
-        self, config: ServeConfig, repository: ModelRepository, metrics: Metrics, cache: ResponseCache
+        self,
+        config: ServeConfig,
+        repository: ModelRepository,
+        metrics: Metrics,
+        cache: ResponseCache,
+        monitor: Any = None,
     ) -> None:
         self.config = config
         self.repository = repository
         self.metrics = metrics
         self.cache = cache
+        # anything with image_features(image) and observe(result, image_features=, tag=), e.g.
+        # visionpipe.monitor.Monitor: each answered image is recorded, tagged "model/version"
+        self.monitor = monitor
         self.clock = time.monotonic
 
     def deadline_seconds(self, version: LoadedVersion, requested: float | None) -> float:
@@ -157,9 +167,15 @@ class DetectionService:
         deadline = arrived + self.deadline_seconds(loaded, timeout)
         seconds: dict[str, float] = {}
 
+        features: list[dict[str, float] | None] = []
+
         def prepare() -> list[Any]:
             start = time.perf_counter()
-            prepared = [runner.prepare(decode_image(image, runner.limits)) for image in images]
+            prepared = []
+            for image in images:
+                decoded = decode_image(image, runner.limits)
+                prepared.append(runner.prepare(decoded))
+                features.append(self._image_features(decoded))
             seconds["decode"] = time.perf_counter() - start
             return prepared
 
@@ -206,7 +222,37 @@ class DetectionService:
         sizes = [p.image_hw for p in prepared]
         if key is not None:
             self.cache.put(key, (detections, sizes))
+        if self.monitor is not None:
+            self._observe(loaded, detections, sizes, features, seconds)
         return Outcome(detections, sizes, loaded.name, loaded.version, runner.class_names, seconds=seconds)
+
+    def _image_features(self, image: Any) -> dict[str, float] | None:
+        if self.monitor is None:
+            return None
+        try:
+            return self.monitor.image_features(image)
+        except Exception:  # monitoring never fails a request
+            return None
+
+    def _observe(
+        self,
+        loaded: LoadedVersion,
+        detections: list[Detections],
+        sizes: list[tuple[int, int]],
+        features: list[dict[str, float] | None],
+        seconds: dict[str, float],
+    ) -> None:
+        share = 1.0 / max(1, len(detections))  # a request's stage times split over its images
+        times = StageTimes(
+            decode=seconds.get("decode", 0.0) * share,
+            infer=(seconds.get("queue", 0.0) + seconds.get("inference", 0.0)) * share,
+            postprocess=seconds.get("postprocess", 0.0) * share,
+        )
+        request_id = request_id_var.get() or "request"
+        for i, (found, size, image_features) in enumerate(zip(detections, sizes, features)):
+            result = Result(index=i, image_id=f"{request_id}-{i}", source="http", image_size=size, detections=found)
+            result.times = times
+            self.monitor.observe(result, image_features=image_features, tag=f"{loaded.name}/{loaded.version}")
 
 
 def _queue_seconds(futures: list[Any]) -> float:
