@@ -10,6 +10,7 @@ import json
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import pytest
 
 from .helpers import describe
@@ -42,11 +43,18 @@ def strided(cli, asset, yolox_spec, tmp_path_factory):
     return SimpleNamespace(proc=proc, out=out, jsonl=jsonl)
 
 
+ZONE = "40,250,300,250,300,420,40,420"  # the lower-left part of the room
+
+
 @pytest.fixture(scope="module")
 def tracked(cli, asset, yolox_spec, tmp_path_factory):
-    jsonl = tmp_path_factory.mktemp("video_track") / "t.jsonl"
-    proc = cli("video", asset(CLIP), "-m", yolox_spec, "--jsonl", jsonl, "--stride", STRIDE, "--track", "--line", LINE)
-    return SimpleNamespace(proc=proc, jsonl=jsonl)
+    folder = tmp_path_factory.mktemp("video_track")
+    jsonl, out = folder / "t.jsonl", folder / "t.mp4"
+    proc = cli(
+        "video", asset(CLIP), "-m", yolox_spec, "--jsonl", jsonl, "--out", out, "--stride", STRIDE,
+        "--track", "--line", LINE, "--zone", ZONE,
+    )  # fmt: skip
+    return SimpleNamespace(proc=proc, jsonl=jsonl, out=out)
 
 
 # --- --stride 5 with --out and --jsonl -----------------------------------------------------------
@@ -123,6 +131,61 @@ def test_track_and_line_give_track_ids_and_a_line_count(tracked):
         crossed_out += len(record["crossed_out"])
     assert (crossed_in, crossed_out) == (summary["line"]["in"], summary["line"]["out"])
     assert crossed_in + crossed_out > 0  # people walk through the room, across the middle line
+
+
+def last_frame(path):
+    capture = cv2.VideoCapture(str(path))
+    frame = None
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frame = image
+    capture.release()
+    assert frame is not None, f"no frame decoded from {path}"
+    return frame
+
+
+def test_annotated_mp4_shows_the_line_and_its_counts(tracked, asset):
+    """Acceptance: on a decoded frame of the annotated MP4, the counting line is drawn across the
+    frame and the text on it (read back by an OCR model, RapidOCR) gives the run's in/out totals."""
+    from rapidocr import RapidOCR
+
+    assert tracked.proc.returncode == 0, describe(tracked.proc)
+    summary = summary_of(tracked.proc)
+    frame = last_frame(tracked.out)
+    assert frame.shape == (432, 768, 3)
+
+    # the line: magenta along y = 216 (x1,y1,x2,y2 = 0,216,768,216), where the original frame is not
+    capture = cv2.VideoCapture(str(asset(CLIP)))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 1390)
+    ok, original = capture.read()
+    capture.release()
+    assert ok
+
+    def magenta(row):
+        return (np.abs(row.astype(int) - np.array([255, 0, 255])).max(axis=-1) < 70).mean()
+
+    assert magenta(frame[216, :]) > 0.6, "the counting line is not drawn"
+    assert magenta(original[216, :]) < 0.05
+
+    texts = " ".join(RapidOCR()(frame).txts or ())
+    line = summary["line"]
+    assert f"in {line['in']}" in texts and f"out {line['out']}" in texts, (texts, line)
+    assert line["in"] + line["out"] > 0
+    # the zone: its label, and its cyan outline along the right edge (x = 300, y 270..410)
+    zones = summary["zones"]
+    assert len(zones) == 1 and zones[0]["max_count"] >= zones[0]["count"] >= 0
+    assert "zone" in texts, texts  # (OCR reads the slashed zero of OpenCV's font unreliably)
+    cyan = (np.abs(frame[270:410, 300].astype(int) - np.array([255, 255, 0])).max(axis=-1) < 70).mean()
+    assert cyan > 0.8, "the zone is not drawn"
+
+
+def test_jsonl_counts_add_up_with_zone_counts(tracked):
+    records = read_jsonl(tracked.jsonl)
+    counts = [r["zone_counts"] for r in records]
+    assert all(len(c) == 1 and c[0] >= 0 for c in counts)
+    assert max(c[0] for c in counts) == summary_of(tracked.proc)["zones"][0]["max_count"]
 
 
 # --- errors and help -----------------------------------------------------------------------------

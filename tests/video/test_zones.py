@@ -43,9 +43,10 @@ def run(counter: LineCounter, path, tid=1, cls=0):
     return [tuple(a.tolist() for a in counter.update(tracked([p], [tid], [cls]))) for p in path]
 
 
-# A horizontal segment from (0, 100) to (200, 100): moving down the image is "in".
+# A horizontal segment from (200, 100) to (0, 100), drawn right to left: moving down the image is
+# "in" (as for supervision's LineZone with the same end points: right side -> left side).
 def horizontal() -> LineCounter:
-    return LineCounter((0, 100), (200, 100))
+    return LineCounter((200, 100), (0, 100))
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def test_anchor_points_by_hand():
 
 def test_side_convention():
     # right of the directed segment on screen (y down) is positive
-    line = horizontal()  # pointing right: below is its right
+    line = LineCounter((0, 100), (200, 100))  # pointing right: below is its right
     np.testing.assert_array_equal(line.side([[50, 150], [50, 50], [50, 100]]), [1, -1, 0])
     down = LineCounter((100, 0), (100, 200))  # pointing down: screen-left is its right
     np.testing.assert_array_equal(down.side([[50, 50], [150, 50]]), [1, -1])
@@ -84,10 +85,10 @@ def test_crossing_up_once_counts_out_once():
 
 
 def test_vertical_line_direction():
-    # (100, 0) -> (100, 200) points down; walking right goes from its right side to its left: out
+    # (100, 0) -> (100, 200) points down; walking right goes from its right side to its left: in
     line = LineCounter((100, 0), (100, 200))
     run(line, [(80, 50), (120, 50)])
-    assert (line.in_count, line.out_count) == (0, 1)
+    assert (line.in_count, line.out_count) == (1, 0)
     run(line, [(130, 150), (70, 150)], tid=2)
     assert (line.in_count, line.out_count) == (1, 1)
 
@@ -205,8 +206,8 @@ def test_several_tracks_and_counts_by_class():
 
 def test_bottom_center_anchor():
     # a 40 px tall box centred at y = 80 has its bottom at y = 100 on the line, at 120 below it
-    line = LineCounter((0, 100), (200, 100), anchor="bottom_center")
-    centre = LineCounter((0, 100), (200, 100), anchor="center")
+    line = LineCounter((200, 100), (0, 100), anchor="bottom_center")
+    centre = LineCounter((200, 100), (0, 100), anchor="center")
     for y in (50, 70, 90):  # bottoms 70, 90, 110: cross; centres 50, 70, 90: do not
         dets = tracked([(50, y)], [1], half=20.0)
         line.update(dets)
@@ -244,7 +245,7 @@ def test_net_count_equals_side_change_on_a_long_line(ys):
     # Along a segment wider than every point, every side change is a crossing, so in - out is
     # (last side - first side) / 2 over the points off the line, and in + out is the number of
     # side changes.
-    line = LineCounter((-1000, 0), (1000, 0))
+    line = LineCounter((1000, 0), (-1000, 0))  # drawn right to left: moving down (y up) is in
     for i, y in enumerate(ys):
         line.update(tracked([(i * 3.0, float(y))], [7]))
     sides = [int(np.sign(y)) for y in ys if y != 0]

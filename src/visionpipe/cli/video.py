@@ -13,6 +13,9 @@ from visionpipe.cli.common import (
     build_pipeline,
     monitor_option,
     monitor_tag_option,
+    parse_classes,
+    parse_input_size,
+    report_notes,
 )
 from visionpipe.postprocess.fusion import FusionMethod
 from visionpipe.video.buffer import BufferPolicy
@@ -51,10 +54,27 @@ def video(
     ),
     track: bool = typer.Option(False, "--track", help="Track objects across frames (ByteTrack) and give them ids."),
     line: str | None = typer.Option(
-        None, "--line", help="Count tracks crossing the segment x1,y1,x2,y2 (implies --track)."
+        None,
+        "--line",
+        help="Count tracks crossing the segment x1,y1,x2,y2 (implies --track). Moving from the right of the "
+        "directed segment to its left is 'in', as in supervision's LineZone: for 0,216,768,216, walking up.",
+    ),
+    zones: list[str] = typer.Option(
+        [],
+        "--zone",
+        help="Count objects standing in the polygon x1,y1,x2,y2,x3,y3,... (bottom-centre of each box); repeat for several.",
     ),
     conf: float | None = typer.Option(
         None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."
+    ),
+    iou: float | None = typer.Option(None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold."),
+    max_det: int | None = typer.Option(None, "--max-det", min=1, help="Detections kept per frame."),
+    agnostic: bool = typer.Option(False, "--agnostic", "--agnostic-nms", help="Class-agnostic NMS."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Filter: keep only these classes, names or ids, comma-separated."
+    ),
+    input_size: str | None = typer.Option(
+        None, "--input-size", "--imgsz", help="Model input size: N or H,W (a model with a dynamic input)."
     ),
     batch_size: int = typer.Option(1, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device"),
@@ -71,8 +91,19 @@ def video(
     from visionpipe.video.sinks import JsonlSink, VideoFileSink
     from visionpipe.video.sources import open_source
     from visionpipe.video.tracking import ByteTracker
-    from visionpipe.video.zones import LineCounter
+    from visionpipe.video.zones import LineCounter, PolygonZone, ZoneError
 
+    polygons = []
+    for text in zones:
+        try:
+            values = [float(v) for v in text.split(",")]
+            if len(values) % 2:
+                raise ValueError
+            polygons.append(PolygonZone(list(zip(values[::2], values[1::2]))))
+        except (ValueError, ZoneError):
+            raise typer.BadParameter(
+                f"expected x1,y1,x2,y2,x3,y3,... (3 or more points), got {text!r}", param_hint="--zone"
+            ) from None
     counter = None
     if line is not None:
         try:
@@ -81,7 +112,22 @@ def video(
             raise typer.BadParameter(f"expected x1,y1,x2,y2, got {line!r}", param_hint="--line") from None
         counter = LineCounter((x1, y1), (x2, y2))
         track = True
-    pipeline = build_pipeline(model, fusion, weights, None, family=family, conf=conf, device=device)
+    pipeline = build_pipeline(
+        model,
+        fusion,
+        weights,
+        None,
+        family=family,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        agnostic=agnostic or None,
+        classes=parse_classes(classes),
+        input_size=parse_input_size(input_size),
+        batch_size=batch_size,
+        device=device,
+    )
+    report_notes(pipeline)
     src = open_source(source)
     sinks = []
     if jsonl is not None:
@@ -100,13 +146,17 @@ def video(
         speed=speed,
         tracker=ByteTracker() if track else None,
         line_counter=counter,
+        zones=polygons,
         sinks=sinks,
     )
+    most_in_zone = [0] * len(polygons)
     with monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port):
         processor.start()
         try:
             with _status() as show:
-                for _ in processor.results():
+                for result in processor.results():
+                    if result.overlay is not None:
+                        most_in_zone = [max(m, z.count) for m, z in zip(most_in_zone, result.overlay.zones)]
                     show(processor.stats)
         except KeyboardInterrupt:
             processor.stop(drain=False)
@@ -115,6 +165,11 @@ def video(
     summary = stats.as_dict()
     if counter is not None:
         summary["line"] = {"in": counter.in_count, "out": counter.out_count}
+    if polygons:
+        summary["zones"] = [
+            {"points": zone.polygon.tolist(), "count": zone.current_count, "max_count": most}
+            for zone, most in zip(polygons, most_in_zone)
+        ]
     typer.echo(json.dumps(summary, indent=2))
     if stats.source_state == "failed" or stats.errors:
         raise typer.Exit(2)

@@ -15,6 +15,7 @@ time per frame, however fast the source is (see ``latency_bound_frames``).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -29,6 +30,8 @@ from visionpipe.detections import Detections
 from visionpipe.pipeline import Pipeline
 from visionpipe.video.buffer import BufferPolicy, FrameBuffer
 from visionpipe.video.frames import Frame
+from visionpipe.video.sources import VideoSource, open_source
+from visionpipe.video.zones import PolygonZone
 
 
 class DropCause(str, Enum):
@@ -47,11 +50,38 @@ class FrameResult:
     error: Exception | None
     finished_at: float
     crossed: tuple[list[int], list[int]] | None = None  # line counter: (in ids, out ids) this frame
+    overlay: Overlay | None = None  # the line and zones with their counts as of this frame, to draw
 
     @property
     def latency(self) -> float:
         """Seconds from capture to result."""
         return self.finished_at - self.frame.captured_at
+
+
+@dataclass(frozen=True)
+class LineOverlay:
+    """A counting line as of one frame: its end points and running totals."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+    in_count: int
+    out_count: int
+
+
+@dataclass(frozen=True)
+class ZoneOverlay:
+    """A polygon zone as of one frame: its points and how many objects stand in it now."""
+
+    points: tuple[tuple[float, float], ...]
+    count: int
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """What a sink draws besides the detections: the counting line and zones, live counts."""
+
+    line: LineOverlay | None = None
+    zones: tuple[ZoneOverlay, ...] = ()
 
 
 @dataclass
@@ -102,7 +132,7 @@ class VideoProcessor:
     def __init__(
         self,
         pipeline: Pipeline,
-        source,
+        source: VideoSource | str | int | os.PathLike,
         *,
         policy: BufferPolicy | str = BufferPolicy.WAIT,
         buffer_size: int = 8,
@@ -113,6 +143,7 @@ class VideoProcessor:
         speed: float = 1.0,
         tracker=None,
         line_counter=None,
+        zones: Sequence[PolygonZone] = (),
         sinks: Sequence[Sink] = (),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -125,7 +156,11 @@ class VideoProcessor:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.pipeline = pipeline
-        self.source = source
+        # a path, URL or camera index is opened here (lazily: start() opens it)
+        # (anything with open/read/close works as a source; a path, URL or camera index is opened here)
+        self.source: VideoSource = (
+            source if hasattr(source, "read") and hasattr(source, "open") else open_source(source)  # type: ignore[assignment]
+        )
         self.buffer: FrameBuffer[Frame] = FrameBuffer(buffer_size, policy, on_drop=self._dropped_by_buffer)
         self.batch_size = batch_size
         self.stride = stride
@@ -134,6 +169,7 @@ class VideoProcessor:
         self.speed = speed
         self.tracker = tracker
         self.line_counter = line_counter
+        self.zones = list(zones)
         self.sinks = list(sinks)
         self.clock = clock
         self.sleep = sleep
@@ -160,6 +196,9 @@ class VideoProcessor:
         self.stop(drain=exc_info[0] is None)
 
     def start(self) -> None:
+        """Open the source and start capturing and detecting (``results()`` calls it when needed)."""
+        if self._closed:
+            raise RuntimeError("the processor was stopped; create a new one")
         if self._threads:
             raise RuntimeError("the processor is already started")
         self.source.open()
@@ -207,12 +246,32 @@ class VideoProcessor:
         return self.stop()
 
     def results(self) -> Iterator[FrameResult]:
-        """Processed frames in frame order, until the source ends and the buffer is empty."""
+        """Processed frames in frame order, until the source ends and the buffer is empty.
+
+        Starts the processor if it was not started, so ``for r in VideoProcessor(p, "clip.mp4").
+        results()`` works; a source that cannot be opened raises here. It never waits forever:
+        once the worker has finished (or died) and nothing is left, the iteration ends.
+        """
+        if not self._threads and not self._closed:
+            self.start()
         while True:
-            item = self._output.get()
+            try:
+                item = self._output.get(timeout=0.1)
+            except queue.Empty:
+                if self._closed or not any(t.is_alive() for t in self._threads):
+                    # the worker is gone: take what it left, then end (never block on nothing)
+                    try:
+                        item = self._output.get_nowait()
+                    except queue.Empty:
+                        return
+                else:
+                    continue
             if item is _END:
                 return
             yield item
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        return self.results()
 
     @property
     def latency_bound_frames(self) -> int:
@@ -257,6 +316,7 @@ class VideoProcessor:
                 if self.realtime:
                     # play a file at its own pace (times speed): the frame "arrives" on schedule
                     first_timestamp = frame.timestamp if first_timestamp is None else first_timestamp
+                    assert self._started_at is not None  # set by start() before this thread runs
                     due = self._started_at + (frame.timestamp - first_timestamp) / self.speed
                     wait = due - self.clock()
                     if wait > 0:
@@ -304,9 +364,12 @@ class VideoProcessor:
                 detections = self.tracker.update(detections)
             if detections is not None and self.line_counter is not None:
                 crossed = self.line_counter.update(detections)
+            if detections is not None:
+                for zone in self.zones:
+                    zone.update(detections)
         except Exception as exc:  # one bad frame never stops the stream
             detections, error = None, exc
-        result = FrameResult(frame, detections, error, self.clock(), crossed)
+        result = FrameResult(frame, detections, error, self.clock(), crossed, self._overlay())
         for sink in self.sinks:
             try:
                 sink.write(result)
@@ -320,6 +383,20 @@ class VideoProcessor:
             while self._recent and result.finished_at - self._recent[0] > 1.0:
                 self._recent.popleft()
         self._publish(result)
+
+    def _overlay(self) -> Overlay | None:
+        if self.line_counter is None and not self.zones:
+            return None
+        line = None
+        if self.line_counter is not None:
+            c = self.line_counter
+            line = LineOverlay(
+                (float(c.start[0]), float(c.start[1])), (float(c.end[0]), float(c.end[1])), c.in_count, c.out_count
+            )
+        zones = tuple(
+            ZoneOverlay(tuple((float(x), float(y)) for x, y in z.polygon.tolist()), z.current_count) for z in self.zones
+        )
+        return Overlay(line, zones)
 
     def _publish(self, item, final: bool = False) -> None:
         while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visionpipe.io.annotate import annotate, overlay_text
+from visionpipe.io.annotate import annotate, draw_line_counter, draw_zone, overlay_text
 from visionpipe.video.processor import FrameResult, Sink
 
 
@@ -33,6 +33,8 @@ def frame_record(result: FrameResult) -> dict:
             record["detections"].append(item)
     if result.crossed is not None:
         record["crossed_in"], record["crossed_out"] = ([int(i) for i in ids] for ids in result.crossed)
+    if result.overlay is not None and result.overlay.zones:
+        record["zone_counts"] = [zone.count for zone in result.overlay.zones]
     return record
 
 
@@ -62,7 +64,9 @@ class CallbackSink(Sink):
 
 
 class VideoFileSink(Sink):
-    """Annotated MP4 (boxes, class, score, track id, FPS and latency overlay).
+    """Annotated MP4: boxes, class, score, track id; the counting line with live in/out counts and
+    the zones with their current counts; frame, FPS and latency at the bottom left. Boxes and labels
+    are drawn last, so the overlay never hides them.
 
     H.264 through PyAV when it is installed (``pip install 'visionpipe[video]'``), else OpenCV's
     MPEG-4 Part 2 ("mp4v") writer, which every OpenCV build has. The frame size is taken from the
@@ -98,14 +102,23 @@ class VideoFileSink(Sink):
         image = result.frame.image
         if self._writer is None:
             self._open(image.shape[1], image.shape[0])
-        canvas = annotate(image, result.detections) if result.detections is not None else image.copy()
+        # the line, zones and status go under the detections, so no label is ever hidden by them
+        canvas = image.copy()
+        if result.overlay is not None:
+            for k, zone in enumerate(result.overlay.zones, 1):
+                draw_zone(canvas, zone.points, zone.count, f"zone {k}" if len(result.overlay.zones) > 1 else "zone")
+            if result.overlay.line is not None:
+                line = result.overlay.line
+                draw_line_counter(canvas, line.start, line.end, line.in_count, line.out_count)
         self._finish_times.append(result.finished_at)
         while self._finish_times and result.finished_at - self._finish_times[0] > 1.0:
             self._finish_times.popleft()
         lines = [f"frame {result.frame.index}  {len(self._finish_times)} fps  {result.latency * 1000:.0f} ms"]
         if result.error is not None:
             lines.append(f"error: {result.error}"[:80])
-        overlay_text(canvas, lines)
+        overlay_text(canvas, lines, bottom=True)
+        if result.detections is not None:
+            canvas = annotate(canvas, result.detections)
         self._writer.write(canvas)
 
     def close(self) -> None:

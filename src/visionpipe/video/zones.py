@@ -42,9 +42,15 @@ class LineCounter:
 
     The side of a point is the sign of the cross product ``(end - start) x (point - start)``. In
     image coordinates (y down) a positive side is on the *right* of the directed segment as seen
-    on screen: for a line drawn left to right, below it. A move from the left side to the right
-    side is counted **in**, the reverse **out**; e.g. with ``start=(0, y0), end=(W, y0)`` an object
-    walking down the image crosses in.
+    on screen: for a line drawn left to right, below it. A move from the right side to the left
+    side is counted **in**, the reverse **out** — the convention of supervision's ``LineZone``
+    with the same ``start`` and ``end``: with ``start=(0, y0), end=(W, y0)`` an object walking
+    *up* the image crosses in, one walking down crosses out; for a line drawn top to bottom,
+    walking from left to right is in. (To count the other way, swap ``start`` and ``end``.)
+    Where the two still differ: ``LineZone`` by default needs all four corners of a box past the
+    line (and checks the segment with the corners' limits), while this counter follows one anchor
+    point, so a box straddling the line is counted here when its anchor crosses (tested against
+    ``LineZone`` on a path where both count the same).
 
     Rules:
 
@@ -139,9 +145,10 @@ class LineCounter:
             hit = previous + t[:, None] * (points[candidate] - previous)
             s = (hit - self.start) @ self._direction / self._length2
             crossed[candidate] = (s >= 0.0) & (s <= 1.0)
-        went_in = crossed & (side > 0)
-        went_out = crossed & (side < 0)
-        directions = np.where(side[crossed] > 0, "in", "out").tolist()
+        # right -> left is "in", as in supervision's LineZone for the same start and end
+        went_in = crossed & (side < 0)
+        went_out = crossed & (side > 0)
+        directions = np.where(side[crossed] < 0, "in", "out").tolist()
         for cls, direction in zip(classes[crossed].tolist(), directions):
             self.counts_by_class.setdefault(int(cls), {"in": 0, "out": 0})[direction] += 1
         self.in_count += int(went_in.sum())
