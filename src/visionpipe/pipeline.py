@@ -38,37 +38,13 @@ from visionpipe.io.images import (
 from visionpipe.models.decoders import Candidates, DecodeParams
 from visionpipe.models.loader import DetectionModel, class_ids_for, load_model
 from visionpipe.models.spec import ModelSpec
-from visionpipe.postprocess.fusion import FusionError, FusionMethod, fuse
+from visionpipe.postprocess.ensemble import FusionConfig, fuse_members
+from visionpipe.postprocess.fusion import FusionError, FusionMethod
 from visionpipe.postprocess.nms import nms
 from visionpipe.preprocess import BoxTransform, preprocess
 from visionpipe.results import Result, StageTimes
 
 ModelSource = DetectionModel | ModelSpec | dict[str, Any] | str | Path
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """How an ensemble's members are fused (see ``visionpipe.postprocess.fusion``).
-
-    The IoU and skip thresholds default to what scored best for YOLOX-Nano + NanoDet-m on the
-    128 COCO train2017 photos of the test assets (a grid over weights, IoU, skip threshold and
-    confidence type), chosen there so that the val2017 figures stay an honest test.
-    """
-
-    method: FusionMethod = FusionMethod.WBF
-    weights: tuple[float, ...] | None = None
-    iou_threshold: float = 0.7
-    skip_box_threshold: float = 0.02
-    conf_type: str = "avg"
-    sigma: float = 0.5
-    soft_threshold: float = 0.001
-    soft_method: str = "gaussian"
-    min_votes: int = 2
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "method", FusionMethod(self.method))
-        if self.weights is not None:
-            object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
 
 
 class PipelineNote(UserWarning):
@@ -197,12 +173,7 @@ class Pipeline:
             config = replace(config, weights=tuple(float(w) for w in weights))
         if fusion_iou is not None:
             config = replace(config, iou_threshold=fusion_iou)
-        if config.weights is not None and len(config.weights) != len(models):
-            raise FusionError(f"{len(config.weights)} weights given for {len(models)} models")
-        if config.weights is not None and (
-            any(w < 0 or not np.isfinite(w) for w in config.weights) or not any(config.weights)
-        ):
-            raise FusionError(f"weights must be non-negative with at least one positive, got {list(config.weights)}")
+        config.check_weights(len(models))
         self.fusion = config
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -463,50 +434,16 @@ class Pipeline:
         )
 
     def fuse(self, member_detections: dict[str, Detections], image_size: tuple[int, int]) -> Detections:
-        """Fuse the members' detections of one image (``image_size`` = (height, width)).
-
-        Each group of classes known to the same members is fused among those members alone; a
-        class only one member knows passes through with its scores unchanged.
-        """
-        present = [k for k, m in enumerate(self.members) if m.name in member_detections]
-        mapped = {
-            k: _to_ensemble(member_detections[self.members[k].name], self.members[k], self.class_names) for k in present
-        }
-        knows = np.zeros((len(self.class_names), len(self.members)), dtype=bool)
-        for k, member in enumerate(self.members):
-            knows[member.to_ensemble, k] = True
-        height, width = image_size
-        parts = []
-        for pattern in np.unique(knows, axis=0):
-            group = np.flatnonzero((knows == pattern).all(axis=1))
-            voters = [k for k in np.flatnonzero(pattern) if k in mapped]
-            subsets = [mapped[k][np.isin(mapped[k].class_id, group)] for k in voters]
-            if self.fusion.weights is not None and not any(self.fusion.weights[k] for k in voters):
-                continue  # only zero-weight members know these classes: a weight of 0 removes a model
-            if len(voters) == 1 and pattern.sum() == 1:
-                ones = np.ones(len(subsets[0]), np.int64)
-                parts.append(replace(subsets[0], data={"models": ones, "members": ones}))
-            elif voters:
-                weights = None if self.fusion.weights is None else [self.fusion.weights[k] for k in voters]
-                parts.append(
-                    fuse(
-                        subsets,
-                        self.fusion.method,
-                        image_size=(width, height),
-                        weights=weights,
-                        iou_threshold=self.fusion.iou_threshold,
-                        skip_box_threshold=self.fusion.skip_box_threshold,
-                        conf_type=self.fusion.conf_type,
-                        sigma=self.fusion.sigma,
-                        soft_threshold=self.fusion.soft_threshold,
-                        soft_method=self.fusion.soft_method,
-                        min_votes=self.fusion.min_votes,
-                    )
-                )
-        if not parts:
-            return Detections.empty(self.class_names)
-        fused = Detections.concatenate(parts)
-        return fused[np.argsort(-fused.confidence, kind="stable")[: self.fused_max_det]]
+        """Fuse the members' detections of one image (``image_size`` = (height, width)); see
+        :func:`visionpipe.postprocess.ensemble.fuse_members`."""
+        return fuse_members(
+            [member_detections.get(m.name) for m in self.members],
+            [m.to_ensemble for m in self.members],
+            self.class_names,
+            self.fusion,
+            image_size,
+            self.fused_max_det,
+        )
 
 
 def _check_half(models: Sequence[DetectionModel], device: str) -> None:
@@ -553,16 +490,6 @@ def _member_class_filter(
     ensemble); classes the member does not know are left out, so it may detect nothing."""
     wanted = {names[i] for i in class_ids_for(classes, names)}
     return tuple(i for i, name in enumerate(member_names) if name in wanted)
-
-
-def _to_ensemble(detections: Detections, member: _Member, names: tuple[str, ...]) -> Detections:
-    """A member's detections with class ids of the ensemble's class list (other data dropped)."""
-    return Detections(
-        xyxy=detections.xyxy,
-        confidence=detections.confidence,
-        class_id=member.to_ensemble[detections.class_id],
-        class_names=names,
-    )
 
 
 def _done(result: Result) -> Future[Result]:

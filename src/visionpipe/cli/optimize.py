@@ -69,9 +69,8 @@ def optimize(
     ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
 ) -> None:
-    from visionpipe.io.formats import atomic_open
-    from visionpipe.models.loader import load_model
-    from visionpipe.optimize.graph import onnx_path_of
+    from visionpipe.io.sources import expand_sources
+    from visionpipe.optimize.workflow import optimize_model
 
     if not any((int8, int8_dynamic, fp16, prune is not None, dynamic_batch, simplify)):
         raise typer.BadParameter(
@@ -79,167 +78,31 @@ def optimize(
         )
     if (validate is None) != (images is None):
         raise typer.BadParameter("--validate and --images go together", param_hint="--validate")
-    source = load_model(resolve_model_source(model), family=family)
-    source_path = onnx_path_of(source)
-    stem = source_path.stem
-    out.mkdir(parents=True, exist_ok=True)
-    val = annotated_images(images, validate) if validate is not None and images is not None else []
-    rows: list[dict] = []
-
-    def record(kind: str, path: Path, **details) -> None:
-        row = {"variant": kind, "path": str(Path(path).resolve()), "size_bytes": path.stat().st_size, **details}
-        row["size_ratio"] = row["size_bytes"] / source_path.stat().st_size
-        rows.append(row)
-        typer.echo(f"{kind}: {path} ({row['size_ratio']:.2f}x size)", err=True)
-
-    failures: list[dict] = []
-
-    def attempt(kind: str, make) -> None:
-        """Run one variant; a failure is reported and recorded, and the other variants still run."""
-        from visionpipe.errors import VisionpipeError
-
-        try:
-            make()
-        except (VisionpipeError, OSError, ValueError) as exc:
-            typer.echo(f"failed: {kind}: {' '.join(str(exc).split())}", err=True)
-            failures.append({"variant": kind, "error": str(exc)})
-
     if int8 and calibration is None:
         typer.echo("no --calibration: --int8 writes dynamic (weights-only) int8", err=True)
         int8, int8_dynamic = False, True
-    if int8:
-        attempt(
-            "int8-static",
-            lambda: _static_int8(
-                source,
-                calibration,
-                calibration_count,
-                method,
-                val,
-                validate,
-                {"max_map_drop": max_map_drop, "max_size_ratio": max_size_ratio, "sensitive_as": keep_sensitive},
-                out / f"{stem}_int8.onnx",
-                record,
-            ),
-        )
-    if int8_dynamic:
-        attempt("int8-dynamic", lambda: _dynamic_int8(source, source_path, out / f"{stem}_int8_dynamic.onnx", record))
-    if fp16:
-        attempt("fp16", lambda: _fp16(source, out / f"{stem}_fp16.onnx", record))
-    if prune is not None:
-        attempt("pruned", lambda: _prune(source, out / f"{stem}_pruned{round(prune * 100)}.onnx", prune, record))
-    if dynamic_batch:
-        attempt(
-            "dynamic-batch", lambda: _dynamic_batch(source, source_path, out / f"{stem}_dynamic_batch.onnx", record)
-        )
-    if simplify:
-        attempt("simplified", lambda: _simplify(source, source_path, out / f"{stem}_slim.onnx", record))
-
-    if val and rows:
-        attempt("validation", lambda: _score(source, rows, val, validate))
-    with atomic_open(out / "optimize.json") as handle:
-        json.dump({"source": str(source_path.resolve()), "variants": rows, "failures": failures}, handle, indent=2)
-    typer.echo(json.dumps(rows, indent=2))
-    if failures:
-        raise typer.Exit(2 if rows else 1)
-
-
-def _dynamic_int8(source, source_path: Path, target: Path, record) -> None:
-    from visionpipe.optimize.quantize import quantize_dynamic_int8, write_sidecar_spec
-
-    path = quantize_dynamic_int8(source_path, target)
-    write_sidecar_spec(source, path)
-    record("int8-dynamic", path)
-
-
-def _fp16(source, target: Path, record) -> None:
-    from visionpipe.optimize.fp16 import convert_fp16
-
-    result = convert_fp16(source, target)
-    record("fp16", result.path, blocked_ops=sorted(result.blocked_op_types), notes=list(result.notes))
-
-
-def _prune(source, target: Path, sparsity: float, record) -> None:
-    from visionpipe.optimize.prune import prune_magnitude
-
-    result = prune_magnitude(source, target, sparsity)
-    record("pruned", result.path, sparsity=result.sparsity, compressed_bytes=result.compressed_bytes)
-
-
-def _dynamic_batch(source, source_path: Path, target: Path, record) -> None:
-    from visionpipe.optimize.export import make_batch_dynamic
-    from visionpipe.optimize.quantize import write_sidecar_spec
-
-    result = make_batch_dynamic(source_path, target)
-    write_sidecar_spec(source, result.path)
-    record("dynamic-batch", result.path, max_abs_diff=result.max_abs_diff)
-
-
-def _simplify(source, source_path: Path, target: Path, record) -> None:
-    from visionpipe.optimize.export import simplify
-    from visionpipe.optimize.quantize import write_sidecar_spec
-
-    result = simplify(source_path, target)
-    write_sidecar_spec(source, result.path)
-    record("simplified", result.path, nodes_before=result.nodes_before, nodes_after=result.nodes_after)
-
-
-def _static_int8(source, calibration, count, method, val, validate, limits: dict, target: Path, record) -> None:
-    from visionpipe.io.sources import expand_sources
-    from visionpipe.optimize.quantize import (
-        quantize_accuracy_aware,
-        quantize_static_int8,
-    )
-
-    calibration_images = expand_sources([str(calibration)])[:count]
-    if not val:
-        result = quantize_static_int8(source, calibration_images, target, method=method)
-        record("int8-static", result.path, skipped_calibration_images=len(result.skipped_images))
-        return
-    report = quantize_accuracy_aware(
-        source,
-        calibration_images,
-        val,
-        validate,
-        target,
-        **limits,
+    report = optimize_model(
+        resolve_model_source(model),
+        out,
+        int8=int8,
+        int8_dynamic=int8_dynamic,
+        calibration=expand_sources([str(calibration)])[:calibration_count] if int8 and calibration else None,
         method=method,
-        progress=lambda message: typer.echo(f"int8: {message}", err=True),
+        fp16=fp16,
+        prune=prune,
+        dynamic_batch=dynamic_batch,
+        simplify=simplify,
+        validation_images=annotated_images(images, validate) if validate is not None and images is not None else [],
+        annotations=validate,
+        max_map_drop=max_map_drop,
+        max_size_ratio=max_size_ratio,
+        keep_sensitive=keep_sensitive,
+        family=family,
+        progress=lambda message: typer.echo(message, err=True),
     )
-    typer.echo(f"int8: {report.summary()}", err=True)
-    record(
-        "int8-static",
-        report.path,
-        met_tolerance=report.met_tolerance,
-        kept_as=report.kept_as,
-        **{"mAP@.5:.95": report.int8_map, "fp32 mAP@.5:.95": report.fp32_map},
-        excluded_nodes=report.excluded_nodes,
-        attempts=[
-            {"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count} for a in report.attempts
-        ],
-        skipped_calibration_images=len(report.skipped_calibration_images),
-    )
-    if not report.met_tolerance:
-        typer.echo(
-            f"int8: no attempt met --max-map-drop {limits['max_map_drop']} (and --max-size-ratio); kept the most accurate one",
-            err=True,
-        )
-
-
-def _score(source, rows: list[dict], images: list[Path], annotations: Path) -> None:
-    """mAP of the original and of every variant on the validation images (int8's loop has its own)."""
-    from visionpipe.optimize.graph import evaluate_model, with_weights
-
-    paths = [str(p) for p in images]
-    baseline = evaluate_model(source, paths, annotations, 0.01, 8).map_50_95
-    for row in rows:
-        if "mAP@.5:.95" in row:  # the int8 loop scored its own choice
-            continue
-        scored = evaluate_model(with_weights(source, Path(row["path"])), paths, annotations, 0.01, 8).map_50_95
-        row["mAP@.5:.95"], row["fp32 mAP@.5:.95"] = scored, baseline
-        typer.echo(
-            f"{row['variant']}: mAP@.5:.95 {scored:.4f} (fp32 {baseline:.4f}, drop {baseline - scored:+.4f})", err=True
-        )
+    typer.echo(json.dumps(report.variants, indent=2))
+    if report.failures:
+        raise typer.Exit(2 if report.variants else 1)
 
 
 def benchmark(

@@ -132,7 +132,7 @@ def primary_source(model_source: Any) -> tuple[CandidateSource, Any]:
 
 
 def _resolved_spec(model) -> dict[str, Any]:
-    from visionpipe.optimize.quantize import spec_dict
+    from visionpipe.models.spec import model_spec_dict as spec_dict
 
     path = Path(model.backend.path).resolve()
     return {**spec_dict(model, path), "model": str(path)}

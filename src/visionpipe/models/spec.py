@@ -12,13 +12,17 @@ overrides the family preset field by field. Relative paths are relative to the s
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from visionpipe.errors import SpecError
+from visionpipe.errors import SpecError, VisionpipeError
+
+if TYPE_CHECKING:  # the loader imports this module; a DetectionModel is only read here
+    from visionpipe.models.loader import DetectionModel
 
 
 class _Strict(BaseModel):
@@ -111,3 +115,77 @@ def find_sidecar_spec(model_file: str | Path) -> Path | None:
     """The spec file beside a model file (``model.yaml``, ``.yml`` or ``.json``), if there is one."""
     path = Path(model_file)
     return next((path.with_suffix(s) for s in (".yaml", ".yml", ".json") if path.with_suffix(s).is_file()), None)
+
+
+def model_spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dict[str, Any]:
+    """A spec (as a dict, paths relative to ``model_file``'s folder) reproducing ``model``'s configuration.
+
+    Taken from the resolved model rather than the file it came from, so it holds whether the model
+    was loaded from a spec, a family name or embedded metadata. Decoder options and the runtime
+    come from the spec the model was loaded with (``model.spec``); a decoder that is not
+    registered under its family name is named by import path.
+    """
+    from visionpipe.models.decoders import DECODERS
+
+    pre = model.preprocess
+    params = model.params
+    spec: dict[str, Any] = {
+        "model": Path(model_file).name,
+        "family": model.family,
+        "name": model.name,
+        "input_size": [int(model.input_hw[0]), int(model.input_hw[1])],
+        "preprocess": {
+            "resize": pre.resize.value,
+            "anchor": pre.anchor.value,
+            "pad_value": float(pre.pad_value),
+            "interpolation": pre.interpolation,
+            "channel_order": pre.channel_order.value,
+            "scale": float(pre.scale),
+            "mean": [float(v) for v in pre.mean],
+            "std": [float(v) for v in pre.std],
+            "size_divisor": int(pre.size_divisor),
+        },
+        "classes": list(model.class_names),
+        "thresholds": {
+            k: v
+            for k, v in {
+                "score": float(params.score_threshold),
+                "iou": float(params.iou_threshold),
+                "multi_label": bool(params.multi_label),
+                "agnostic": bool(params.agnostic),
+                "classes": None if params.classes is None else [int(c) for c in params.classes],
+                "top_k": params.top_k,
+                "max_det": params.max_det,
+            }.items()
+            if v is not None
+        },
+    }
+    options = dict(model.spec.decoder) if model.spec is not None else _sidecar_decoder_options(model)
+    decoder_cls = type(model.decoder)
+    if DECODERS.get(model.family) is not decoder_cls:
+        options["class"] = f"{decoder_cls.__module__}:{decoder_cls.__qualname__}"
+    else:
+        options.pop("class", None)
+    if options:
+        spec["decoder"] = options
+    ModelSpec.from_dict(spec)  # validate what we are about to write
+    return spec
+
+
+def _sidecar_decoder_options(model: DetectionModel) -> dict[str, Any]:
+    """Decoder options from the spec beside the model's file, for models built without a spec."""
+    sidecar = find_sidecar_spec(getattr(model.backend, "path", ""))
+    if sidecar is None:
+        return {}
+    try:
+        return dict(ModelSpec.from_file(sidecar).decoder)
+    except VisionpipeError:
+        return {}
+
+
+def write_sidecar_spec(model: DetectionModel, out_path: str | os.PathLike) -> Path:
+    """Write ``<out>.yaml`` so ``load_model(out_path)`` configures the written model like ``model``."""
+    out_path = Path(out_path)
+    target = out_path.with_suffix(".yaml")
+    target.write_text(yaml.safe_dump(model_spec_dict(model, out_path), sort_keys=False), encoding="utf-8")
+    return target

@@ -832,7 +832,7 @@ def to_openvino(source: str | os.PathLike, out_dir: str | os.PathLike, *, fp16: 
 def _spec_beside(source: Path, written: Path) -> Path | None:
     """Write the source detector's resolved spec beside a converted file, if the source is one."""
     from visionpipe.models.loader import load_model
-    from visionpipe.optimize.quantize import write_sidecar_spec
+    from visionpipe.models.spec import write_sidecar_spec
 
     try:
         model = load_model(source)

@@ -59,8 +59,8 @@ from visionpipe.errors import (
 )
 from visionpipe.io.images import ImageInput, decode_image
 from visionpipe.models.loader import SPEC_SUFFIXES, DetectionModel, load_model
+from visionpipe.models.spec import write_sidecar_spec
 from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, onnx_path_of, save_onnx, staged_file
-from visionpipe.optimize.quantize import write_sidecar_spec
 from visionpipe.preprocess import preprocess as preprocess_image
 
 # Ops kept in float32 on top of onnxconverter-common's DEFAULT_OP_BLOCK_LIST, with why.

@@ -54,9 +54,9 @@ import numpy as np
 
 from visionpipe.errors import MissingExtraError
 from visionpipe.models.loader import DetectionModel
+from visionpipe.models.spec import write_sidecar_spec
 from visionpipe.optimize.fp16 import _source_model
 from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, save_onnx, staged_file
-from visionpipe.optimize.quantize import write_sidecar_spec
 
 SCOPES = ("global", "layer")
 PRUNABLE_OPS = ("Conv", "Gemm", "MatMul")

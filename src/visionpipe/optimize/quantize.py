@@ -56,6 +56,7 @@ from visionpipe.errors import (
 )
 from visionpipe.io.images import decode_image
 from visionpipe.models.loader import DetectionModel
+from visionpipe.models.spec import model_spec_dict, write_sidecar_spec
 from visionpipe.optimize.graph import (
     check_out_path,
     copy_metadata,
@@ -82,6 +83,7 @@ QUANT_TYPES = ("uint8", "int8")
 _load_onnx, _save_onnx, _staged, _check_out_path = load_onnx, save_onnx, staged_file, check_out_path
 _model_path, _copy_metadata, _topological = onnx_path_of, copy_metadata, topological
 _evaluate, _with_file = evaluate_model, with_weights
+spec_dict = model_spec_dict  # moved to visionpipe.models.spec
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,70 +186,6 @@ def _calibration_method(name: str):
     if name not in methods:
         raise ValueError(f"calibration method must be one of {METHODS}, got {name!r}")
     return methods[name]
-
-
-def spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dict[str, Any]:
-    """A spec (as a dict, paths relative to ``model_file``'s folder) reproducing ``model``'s configuration.
-
-    Taken from the resolved model rather than the file it came from, so it holds whether the model
-    was loaded from a spec, a family name or embedded metadata. Decoder options come from the
-    source's own sidecar spec when it has one (the loaded model does not keep them).
-    """
-    from visionpipe.models.spec import ModelSpec, find_sidecar_spec
-
-    pre = model.preprocess
-    params = model.params
-    spec: dict[str, Any] = {
-        "model": Path(model_file).name,
-        "family": model.family,
-        "name": model.name,
-        "input_size": [int(model.input_hw[0]), int(model.input_hw[1])],
-        "preprocess": {
-            "resize": pre.resize.value,
-            "anchor": pre.anchor.value,
-            "pad_value": float(pre.pad_value),
-            "interpolation": pre.interpolation,
-            "channel_order": pre.channel_order.value,
-            "scale": float(pre.scale),
-            "mean": [float(v) for v in pre.mean],
-            "std": [float(v) for v in pre.std],
-            "size_divisor": int(pre.size_divisor),
-        },
-        "classes": list(model.class_names),
-        "thresholds": {
-            k: v
-            for k, v in {
-                "score": float(params.score_threshold),
-                "iou": float(params.iou_threshold),
-                "multi_label": bool(params.multi_label),
-                "agnostic": bool(params.agnostic),
-                "classes": None if params.classes is None else [int(c) for c in params.classes],
-                "top_k": params.top_k,
-                "max_det": params.max_det,
-            }.items()
-            if v is not None
-        },
-    }
-    sidecar = find_sidecar_spec(getattr(model.backend, "path", ""))
-    if sidecar is not None:
-        try:
-            original = ModelSpec.from_file(sidecar)
-            if original.decoder:
-                spec["decoder"] = dict(original.decoder)
-        except VisionpipeError:
-            pass
-    ModelSpec.from_dict(spec)  # validate what we are about to write
-    return spec
-
-
-def write_sidecar_spec(model: DetectionModel, out_path: str | os.PathLike) -> Path:
-    """Write ``<out>.yaml`` so ``load_model(out_path)`` configures the quantized model like the original."""
-    import yaml
-
-    out_path = Path(out_path)
-    target = out_path.with_suffix(".yaml")
-    target.write_text(yaml.safe_dump(spec_dict(model, out_path), sort_keys=False), encoding="utf-8")
-    return target
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,15 @@ class TorchScriptBackend(Backend):
             torch.set_num_threads(int(intra_op_threads))
         extra = {_EMBEDDED_CONFIG: ""}
         try:
-            self.module = torch.jit.load(str(self.path), map_location=self.device, _extra_files=extra)
+            with warnings.catch_warnings():  # PyTorch 2.10+ calls TorchScript deprecated; it still loads
+                warnings.simplefilter("ignore", FutureWarning)
+                self.module = torch.jit.load(str(self.path), map_location=self.device, _extra_files=extra)
         except Exception as exc:  # RuntimeError for non-TorchScript files, pickle errors, ...
-            raise ModelLoadError(f"cannot load TorchScript model {self.path}: {first_line(exc)}") from exc
+            cause = first_line(exc).split(". ")[0]  # PyTorch appends paragraphs of guesses
+            raise ModelLoadError(
+                f"cannot load {self.path} as TorchScript (a torch.jit.save file; a plain checkpoint holds "
+                f"weights without the network): {cause}"
+            ) from exc
         self.module.eval()
         self.metadata = _metadata(extra[_EMBEDDED_CONFIG])
 
