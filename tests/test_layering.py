@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "models": 6,
     "pipeline": 7,
     "evaluation": 8,
+    "ensemble_tune": 9,
     "video": 9,
     "optimize": 9,
     "monitor": 9,

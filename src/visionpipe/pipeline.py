@@ -36,6 +36,7 @@ from visionpipe.io.images import (
     describe_source,
 )
 from visionpipe.models.decoders import Candidates, DecodeParams
+from visionpipe.models.ensemble_spec import EnsembleSpec, is_ensemble_file
 from visionpipe.models.loader import DetectionModel, class_ids_for, load_model
 from visionpipe.models.spec import ModelSpec
 from visionpipe.postprocess.ensemble import FusionConfig, fuse_members
@@ -77,8 +78,10 @@ class Pipeline:
         for result in pipe.stream(paths, batch_size=8):
             ...
         ensemble = Pipeline(["yolox.yaml", "nanodet.yaml"], fusion="wbf", weights=[2, 1])
+        ensemble = Pipeline("ensemble.yaml")  # members, weights and fusion settings from a file
 
-    Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
+    An ensemble spec file (see ``visionpipe.models.ensemble_spec``) supplies the members and the
+    fusion settings; ``fusion``, ``weights`` and ``fusion_iou`` given here override it. Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
     ``visionpipe.monitor.Monitor``: anything with ``image_features(image)`` and ``observe(result)``)
     gets the statistics of each decoded image in the decode threads and every result as it is yielded.
     ``input_size`` (``imgsz`` is Ultralytics' spelling of it: an int for a square, or (height,
@@ -90,7 +93,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: ModelSource | Sequence[ModelSource],
+        model: ModelSource | Sequence[ModelSource] | EnsembleSpec,
         *,
         conf: float | None = None,
         iou: float | None = None,
@@ -109,7 +112,7 @@ class Pipeline:
         half: bool = False,
         intra_op_threads: int | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
-        fusion: FusionMethod | str | FusionConfig = FusionMethod.WBF,
+        fusion: FusionMethod | str | FusionConfig | None = None,
         weights: Sequence[float] | None = None,
         fusion_iou: float | None = None,
         monitor: Any = None,
@@ -120,6 +123,13 @@ class Pipeline:
         concurrency = concurrency or (min(2, cores) if device == "cpu" else 1)
         if intra_op_threads is None:
             intra_op_threads = max(1, cores // concurrency) if device == "cpu" else 0
+        base_fusion = FusionConfig()
+        ensemble = (
+            EnsembleSpec.from_file(model) if isinstance(model, (str, Path)) and is_ensemble_file(model) else model
+        )
+        if isinstance(ensemble, EnsembleSpec):
+            base_fusion = FusionConfig(**ensemble.fusion.settings(), weights=ensemble.weights)
+            model = [member_source(m.model) for m in ensemble.members]
         sources = list(model) if isinstance(model, (list, tuple)) else [model]
         if not sources:
             raise ValueError("a pipeline needs at least one model")
@@ -168,7 +178,12 @@ class Pipeline:
         ]
         # the same cap on what fusion returns as on each member's output
         self.fused_max_det = max(m.params.max_det for m in self.members)
-        config = fusion if isinstance(fusion, FusionConfig) else FusionConfig(method=FusionMethod(fusion))
+        if isinstance(fusion, FusionConfig):
+            config = fusion
+        elif fusion is not None:
+            config = replace(base_fusion, method=FusionMethod(fusion))
+        else:
+            config = base_fusion
         if weights is not None:
             config = replace(config, weights=tuple(float(w) for w in weights))
         if fusion_iou is not None:
@@ -459,6 +474,15 @@ def _check_half(models: Sequence[DetectionModel], device: str) -> None:
             f"half (fp16) needs an fp16 model; {', '.join(fp32)} takes fp32 input: make one with "
             "`visionpipe optimize MODEL --fp16` and pass that file"
         )
+
+
+def member_source(model: str) -> ModelSource:
+    """An ensemble member named in a spec file: a path, or a built-in model's name."""
+    from visionpipe.models.zoo import BUILTINS
+
+    if model in BUILTINS and not Path(model).exists():
+        return BUILTINS[model].to_spec()
+    return model
 
 
 def _by_shape(tensors: list[np.ndarray]) -> list[list[int]]:

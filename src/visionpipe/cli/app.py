@@ -12,7 +12,7 @@ import sys
 import typer
 
 from visionpipe._version import __version__
-from visionpipe.cli import deploy, detect, evaluate, jobs, models, monitor, optimize, samples, serve, video
+from visionpipe.cli import deploy, detect, ensemble, evaluate, jobs, models, monitor, optimize, samples, serve, video
 
 app = typer.Typer(
     name="visionpipe",
@@ -45,6 +45,7 @@ def _global(
 app.command(help=detect.HELP, epilog=detect.EXAMPLE)(detect.detect)
 app.command("eval", help=evaluate.HELP, epilog=evaluate.EXAMPLE)(evaluate.evaluate)
 app.add_typer(models.app, name="models")
+app.add_typer(ensemble.app, name="ensemble")
 app.command("samples", help=samples.HELP, epilog=samples.EXAMPLE)(samples.samples)
 app.command("video", help=video.HELP, epilog=video.EXAMPLE)(video.video)
 app.command("optimize", help=optimize.OPTIMIZE_HELP, epilog=optimize.OPTIMIZE_EXAMPLE)(optimize.optimize)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
 MODEL_HELP = (
-    "A spec file (.yaml/.json), a model file (.onnx), or a built-in model's name (see `visionpipe models list`)."
+    "A spec file (.yaml/.json; an ensemble spec with members and fusion settings too), a model file (.onnx), "
+    "or a built-in model's name (see `visionpipe models list`)."
 )
-FUSION_HELP = "How an ensemble's detections are fused: wbf, nms, soft-nms, nmw or vote."
+FUSION_HELP = "How an ensemble's detections are fused: wbf (default), nms, soft-nms, nmw or vote."
 WEIGHTS_HELP = "Per-model weights for fusion, comma-separated in --model order (e.g. 2,1)."
 
 
@@ -153,3 +155,23 @@ def progress(total: int, label: str, quiet: bool = False) -> Iterator:
 
 def report_failure(source: str, error: BaseException) -> None:
     typer.echo(f"failed: {source}: {error}", err=True)
+
+
+@contextmanager
+def stage_progress(quiet: bool = False) -> Iterator:
+    """Like :func:`progress` for a job of several stages whose sizes the library reports: yields
+    ``report(stage, done, total)``, one bar per stage, on a terminal only."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not shows_progress(quiet)) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report

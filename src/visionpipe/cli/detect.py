@@ -44,7 +44,7 @@ def detect(
         "-m",
         help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in COCO detector yolox-nano-coco.",
     ),
-    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    fusion: FusionMethod | None = typer.Option(None, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     fusion_iou: float | None = typer.Option(
         None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."

@@ -32,7 +32,7 @@ EXAMPLE = (
 
 def evaluate(
     model: list[str] = typer.Option([], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble."),
-    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    fusion: FusionMethod | None = typer.Option(None, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     fusion_iou: float | None = typer.Option(
         None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."

@@ -33,7 +33,7 @@ def video(
     model: list[str] = typer.Option(
         [], "--model", "-m", help=MODEL_HELP + " Repeat for an ensemble. Default: the built-in yolox-nano-coco."
     ),
-    fusion: FusionMethod = typer.Option(FusionMethod.WBF, "--fusion", help=FUSION_HELP),
+    fusion: FusionMethod | None = typer.Option(None, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write an annotated MP4 here."),

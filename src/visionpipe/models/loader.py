@@ -197,6 +197,10 @@ def resolve_spec(source: str | Path | ModelSpec | dict[str, Any]) -> ModelSpec:
     if is_bundle(path):  # a deployment bundle: every checksum is verified before the model is opened
         return ModelSpec.from_dict(bundle_spec(path))
     if path.suffix.lower() in SPEC_SUFFIXES:
+        from visionpipe.models.ensemble_spec import is_ensemble_file
+
+        if is_ensemble_file(path):
+            raise SpecError(f"{path} describes an ensemble (it has 'members'); this needs a single model")
         return ModelSpec.from_file(path)
     sidecar = find_sidecar_spec(path)
     if sidecar is not None:
