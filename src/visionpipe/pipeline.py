@@ -81,7 +81,9 @@ class Pipeline:
         ensemble = Pipeline("ensemble.yaml")  # members, weights and fusion settings from a file
 
     An ensemble spec file (see ``visionpipe.models.ensemble_spec``) supplies the members and the
-    fusion settings; ``fusion``, ``weights`` and ``fusion_iou`` given here override it. Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
+    fusion settings; ``fusion``, ``weights`` and ``fusion_iou`` given here override it.
+
+    Threshold arguments left as None keep each model's defaults. A ``monitor`` (e.g.
     ``visionpipe.monitor.Monitor``: anything with ``image_features(image)`` and ``observe(result)``)
     gets the statistics of each decoded image in the decode threads and every result as it is yielded.
     ``input_size`` (``imgsz`` is Ultralytics' spelling of it: an int for a square, or (height,
