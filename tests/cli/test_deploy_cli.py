@@ -27,6 +27,12 @@ def photo_list(asset, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """Shared by the deploy runs below: the second finds the fp32 file already measured."""
+    return tmp_path_factory.mktemp("deploy-cache")
+
+
 def _target(folder: Path, **limits) -> Path:
     text = "".join(f"{key}: {value}\n" for key, value in limits.items())
     path = folder / "target.yaml"
@@ -41,7 +47,7 @@ def test_deploy_targets_lists_the_builtins(cli):
         assert f"| {name} |" in proc.stdout
 
 
-def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_list, tmp_path):
+def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_list, cache, tmp_path):
     target = _target(tmp_path, name="tiny", max_size_mb=1, max_latency_ms=10000)
     out = tmp_path / "out"
     proc = cli(
@@ -71,7 +77,7 @@ def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_li
     assert not any(p.suffix == ".gz" for p in out.iterdir())
 
 
-def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, tmp_path):
+def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, cache, tmp_path):
     target = _target(tmp_path, name="roomy", max_size_mb=20, max_latency_ms=10000)
     out = tmp_path / "out"
     proc = cli(
