@@ -26,7 +26,7 @@ pytestmark = pytest.mark.real
     ],
 )
 def test_run_py_decoding_equals_visionpipe(asset, model, spec_update, conf):
-    source, _ = primary_source(asset(f"models/{model}"))
+    source = primary_source(asset(f"models/{model}"))
     spec = {**source.spec, **spec_update}
     input_spec, decoder = _input_spec(spec, {}), _decoder_spec(spec)
     session = ort.InferenceSession(spec["model"], providers=["CPUExecutionProvider"])

@@ -59,7 +59,7 @@ def test_candidate_sources(asset):
     from visionpipe.deploy.candidates import parse_candidate, primary_source
     from visionpipe.errors import VisionpipeError
 
-    source, _ = primary_source(asset("models/yolov8n_random_dynamic.onnx"))
+    source = primary_source(asset("models/yolov8n_random_dynamic.onnx"))
     resized = parse_candidate("size=320x256", source.spec)
     assert resized.spec["input_size"] == [320, 256] and resized.spec["model"] == source.spec["model"]
     assert resized.label.endswith("_320x256")

@@ -123,12 +123,12 @@ def parse_candidate(value: str, primary: dict[str, Any]) -> CandidateSource:
     return CandidateSource(path.stem, _resolved_spec(model))
 
 
-def primary_source(model_source: Any) -> tuple[CandidateSource, Any]:
-    """The model the planner was given, loaded, and its fully resolved spec."""
+def primary_source(model_source: Any) -> CandidateSource:
+    """The model the planner was given, with its fully resolved spec (loaded once to resolve it)."""
     from visionpipe.models.loader import load_model
 
     model = load_model(model_source)
-    return CandidateSource(model.name, _resolved_spec(model)), model
+    return CandidateSource(model.name, _resolved_spec(model))
 
 
 def _resolved_spec(model) -> dict[str, Any]:
@@ -261,8 +261,8 @@ def _build_onnx(candidate: Candidate, source: CandidateSource, folder: Path, set
             "tune_images": report.val_images,
             "met_tolerance_on_tuning_images": report.met_tolerance,
         }
-    for sidecar in (target.with_suffix(".yaml"),):  # the planner loads by spec dict, not sidecar
-        sidecar.unlink(missing_ok=True)
+    # the planner loads candidates by spec dict; a sidecar would only shadow the ORT file's own
+    target.with_suffix(".yaml").unlink(missing_ok=True)
     candidate.spec = {**source.spec, "model": str(target)}
     candidate.files = [str(target)]
     candidate.details = details

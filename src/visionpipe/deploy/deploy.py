@@ -96,7 +96,7 @@ def deploy_model(
         tune_gt = os.fspath(tune_annotations or annotations)
     calibration = [str(p) for p in calibration_images]
 
-    source, loaded = primary_source(model)
+    source = primary_source(model)
     sources = [source] + [parse_candidate(value, source.spec) for value in candidates]
     settings = BuildSettings(
         calibration_images=calibration,
@@ -161,7 +161,6 @@ def deploy_model(
         )
         written["bundle"] = bundle.folder
         written["archive"] = bundle.archive
-    del loaded
     return DeployResult(plan, bundle, written)
 
 
