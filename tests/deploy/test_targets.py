@@ -67,3 +67,10 @@ def test_candidate_sources(asset):
     assert other.spec["family"] == "nanodet" and other.spec["input_size"] == [320, 320]
     with pytest.raises(VisionpipeError, match="size=HxW"):
         parse_candidate("size=big", source.spec)
+
+
+def test_int8_builds_for_different_tolerances_are_cached_apart():
+    from visionpipe.deploy.candidates import BuildSettings
+
+    loose, tight = BuildSettings(max_map_drop=0.03), BuildSettings(max_map_drop=0.01)
+    assert loose.key() != tight.key() and loose.key() == BuildSettings(max_map_drop=0.03).key()

@@ -210,6 +210,9 @@ def _build_onnx(candidate: Candidate, source: CandidateSource, folder: Path, set
         candidate.files = [source.spec["model"]]
         return
     key = settings.key() if candidate.build.startswith("int8") else "-"
+    if key != "-":  # one folder per build setting: targets with other tolerances keep their own builds
+        folder = folder.with_name(f"{folder.name}-{key[:8]}")
+        candidate.folder = str(folder)
     record = folder / "build.json"
     target = folder / f"{stem}_{candidate.build.replace('-', '_')}.onnx"
     if record.is_file():
