@@ -268,3 +268,23 @@ def test_open_writers_ignores_repeats_and_names_every_format(tmp_path):
     assert {f.value for f in OutputFormat} == {
         "coco", "coco-results", "yolo", "voc", "label-studio", "jsonl", "csv"
     }  # fmt: skip
+
+
+def test_every_file_written_is_claimed_before_it_is_written(tmp_path, run):
+    """open_writers(claim=...) tells the output folder about every path before its file exists,
+    so a run killed half-way still lists what it wrote (how OutputFolder owns its outputs)."""
+    _, results = run
+    out = tmp_path / "out"
+    claimed: list[Path] = []
+
+    def claim(path: Path) -> None:
+        assert not path.exists(), f"{path} was written before it was claimed"
+        claimed.append(path)
+
+    writers = open_writers(list(OutputFormat), out, NAMES, claim=claim, save_conf=False)
+    for writer in writers:
+        with writer:
+            for r in results:
+                writer.write(r)
+    written = {p for p in out.rglob("*") if p.is_file()}
+    assert written and written <= set(claimed), sorted(map(str, written - set(claimed)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 
@@ -48,8 +48,11 @@ def open_writers(
     annotations: Mapping | None = None,
     save_conf: bool = False,
     model_name: str = "",
+    claim: Callable[[Path], object] | None = None,
 ) -> list[ResultWriter]:
-    """One writer per format asked for (repeats ignored), each writing under ``out``."""
+    """One writer per format asked for (repeats ignored), each writing under ``out``. ``claim`` (e.g.
+    ``OutputFolder.claim``) is told every output path before its file is written: the main files
+    now, per-image files (YOLO labels, VOC XML) as each is written."""
     out = Path(out)
     writers: list[ResultWriter] = []
     for fmt in dict.fromkeys(OutputFormat(f) for f in formats):
@@ -67,6 +70,11 @@ def open_writers(
             writers.append(JsonlWriter(out / "detections.jsonl"))
         else:
             writers.append(CsvWriter(out / "detections.csv"))
+    if claim is not None:
+        for writer in writers:
+            writer.claim = claim
+            for path in writer.main_paths:
+                claim(path)
     return writers
 
 
@@ -116,6 +124,10 @@ class CocoDatasetWriter(ResultWriter):
             _, _, w, h = record["bbox"]
             record.update(id=len(self.annotations) + 1, area=round(w * h, 3), iscrowd=0)
             self.annotations.append(record)
+
+    @property
+    def main_paths(self) -> list[Path]:
+        return [self.path]
 
     def close(self) -> None:
         root = _common_folder(self.sources)
@@ -200,7 +212,7 @@ class VocWriter(ResultWriter):
                 ET.SubElement(bndbox, tag).text = str(value)
         ET.indent(root)
         name = unique_name(f"{source.stem}.xml", result.index, self.used)
-        with atomic_open(self.folder / name, "wb") as handle:
+        with atomic_open(self._owned(self.folder / name), "wb") as handle:
             handle.write(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
@@ -263,6 +275,10 @@ class LabelStudioWriter(ResultWriter):
                 ],
             }
         )
+
+    @property
+    def main_paths(self) -> list[Path]:
+        return [self.path]
 
     def close(self) -> None:
         with atomic_open(self.path) as handle:

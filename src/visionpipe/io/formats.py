@@ -15,7 +15,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -81,7 +81,25 @@ def category_ids_for(class_names: Sequence[str], annotations: Mapping | None = N
 
 
 class ResultWriter:
-    """Base of the writers: ``write`` each result, then ``close`` to publish the file(s)."""
+    """Base of the writers: ``write`` each result, then ``close`` to publish the file(s).
+
+    ``claim``, when set (by :func:`visionpipe.io.dataset_formats.open_writers`), is told the path
+    of every file the writer is about to write, before it is written — how a run's output folder
+    lists what it owns (the files known from the start are in ``main_paths``).
+    """
+
+    claim: Callable[[Path], object] | None = None
+
+    @property
+    def main_paths(self) -> list[Path]:
+        """The files this writer will write whatever the inputs (per-image files are claimed as
+        they are written)."""
+        return []
+
+    def _owned(self, path: Path) -> Path:
+        if self.claim is not None:
+            self.claim(path)
+        return path
 
     def write(self, result: Result) -> None:
         raise NotImplementedError
@@ -156,6 +174,10 @@ class CocoWriter(ResultWriter):
         scorable = np.array([self.category_ids[c] >= 0 for c in dets.class_id], dtype=bool)
         self.records.extend(dets[scorable].to_coco(image_id, self.category_ids))
 
+    @property
+    def main_paths(self) -> list[Path]:
+        return [self.path]
+
     def close(self) -> None:
         with atomic_open(self.path) as handle:
             json.dump(self.records, handle)
@@ -166,6 +188,10 @@ class JsonlWriter(ResultWriter):
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.file = _StreamingFile(Path(path))
+
+    @property
+    def main_paths(self) -> list[Path]:
+        return [self.file.path]
 
     def write(self, result: Result) -> None:
         self.file.handle.write(json.dumps(result_record(result)) + "\n")
@@ -224,6 +250,10 @@ class CsvWriter(ResultWriter):
         self.file = _StreamingFile(Path(path))
         self.csv = csv.writer(self.file.handle)
         self.csv.writerow(CSV_COLUMNS)
+
+    @property
+    def main_paths(self) -> list[Path]:
+        return [self.file.path]
 
     def write(self, result: Result) -> None:
         self.csv.writerows(csv_rows(result))
@@ -296,7 +326,7 @@ class YoloWriter(ResultWriter):
         else:
             text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
         name = unique_name(f"{Path(result.image_id).stem}.txt", result.index, self.used)
-        with atomic_open(self.folder / name) as handle:
+        with atomic_open(self._owned(self.folder / name)) as handle:
             handle.write(text)
 
     def close(self) -> None:
@@ -319,9 +349,8 @@ class YoloWriter(ResultWriter):
             handle.write("".join(f"{name}\n" for name in self.class_names))
 
     @property
-    def paths(self) -> list[Path]:
-        """What the writer owns in the output folder."""
-        return [self.folder, self.out / "data.yaml", self.out / "classes.txt"]
+    def main_paths(self) -> list[Path]:
+        return [self.out / "data.yaml", self.out / "classes.txt"]
 
 
 def error_text(error: BaseException | None) -> str:
