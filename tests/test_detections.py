@@ -493,3 +493,30 @@ def test_from_yolo_3d_rows_raise():
 def test_from_yolo_non_integral_class_raises():
     with pytest.raises(DetectionsError):
         Detections.from_yolo(np.array([[0.5, 0.5, 0.5, 0.2, 0.2]]), 100, 100)
+
+
+def test_to_records_is_what_image_and_video_json_outputs_both_write():
+    from visionpipe.io.formats import result_record
+    from visionpipe.results import Result
+    from visionpipe.video.frames import Frame
+    from visionpipe.video.processor import FrameResult
+    from visionpipe.video.sinks import frame_record
+
+    dets = Detections(
+        xyxy=np.array([[1.23456, 2.5, 10.0001, 20.99999]], np.float32),
+        confidence=np.array([0.9123456], np.float32),
+        class_id=np.array([1]),
+        tracker_id=np.array([7]),
+        data={"polygon": np.array([[[1.234, 2.345], [3.456, 4.567]]], np.float32)},
+        class_names=("a", "b"),
+    )
+    (record,) = dets.to_records()
+    assert set(record) == {"box", "score", "class_id", "class_name", "track_id", "polygon"}
+    assert record["box"] == [round(float(v), 3) for v in dets.xyxy[0]]
+    assert record["score"] == round(float(dets.confidence[0]), 5)
+    assert (record["class_id"], record["class_name"], record["track_id"]) == (1, "b", 7)
+    assert record["polygon"] == [[1.23, 2.35], [3.46, 4.57]]
+    image = result_record(Result(index=0, image_id="x", source="x.jpg", image_size=(30, 40), detections=dets))
+    frame = Frame(index=0, timestamp=0.0, image=np.zeros((30, 40, 3), np.uint8), captured_at=0.0)
+    video = frame_record(FrameResult(frame=frame, detections=dets, error=None, finished_at=0.0))
+    assert image["detections"] == video["detections"] == [record]

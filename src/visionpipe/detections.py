@@ -17,6 +17,11 @@ from visionpipe.geometry import (
     xyxy_to_xywh,
 )
 
+# Rounding of every JSON output (Detections.to_records): a thousandth of a pixel, five score digits.
+BOX_DECIMALS = 3
+SCORE_DECIMALS = 5
+POINT_DECIMALS = 2
+
 
 @dataclass(eq=False)
 class Detections:
@@ -166,6 +171,36 @@ class Detections:
         return [self.class_names[c] for c in self.class_id]
 
     # -- foreign formats ----------------------------------------------------------------------
+
+    def to_records(self, point_keys: Sequence[str] = ("polygon",)) -> list[dict[str, Any]]:
+        """One JSON-ready dict per box, the shape every JSON output of visionpipe writes (image and
+        video JSONL alike)::
+
+            {"box": [x1, y1, x2, y2], "score": 0.91234, "class_id": 0, "class_name": "person",
+             "track_id": 7, "polygon": [[x, y], ...]}
+
+        Boxes are rounded to 3 decimals (a thousandth of a pixel), scores to 5 and points to 2;
+        ``track_id`` appears when the boxes are tracked, and each ``point_keys`` entry of ``data``
+        when present.
+        """
+        tracks = self.tracker_id.tolist() if self.tracker_id is not None else None
+        points = {key: self.data[key] for key in point_keys if key in self.data}
+        records = []
+        for i, (box, score, cls, name) in enumerate(
+            zip(self.xyxy.tolist(), self.confidence.tolist(), self.class_id.tolist(), self.names)
+        ):
+            record: dict[str, Any] = {
+                "box": [round(v, BOX_DECIMALS) for v in box],
+                "score": round(score, SCORE_DECIMALS),
+                "class_id": cls,
+                "class_name": name,
+            }
+            if tracks is not None:
+                record["track_id"] = int(tracks[i])
+            for key, values in points.items():
+                record[key] = np.round(np.asarray(values[i], np.float64), POINT_DECIMALS).tolist()
+            records.append(record)
+        return records
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | Mapping[int, int] | None = None) -> list[dict]:
         """COCO results records (``bbox`` as x, y, w, h). ``category_ids[class_id]`` maps classes to

@@ -25,6 +25,7 @@ import numpy as np
 from visionpipe.data import COCO80_NAMES, COCO80_TO_COCO91
 from visionpipe.detections import Detections
 from visionpipe.errors import MissingExtraError
+from visionpipe.io.sinks import Sink
 from visionpipe.results import Result
 
 
@@ -80,8 +81,9 @@ def category_ids_for(class_names: Sequence[str], annotations: Mapping | None = N
     return list(range(1, len(class_names) + 1))
 
 
-class ResultWriter:
-    """Base of the writers: ``write`` each result, then ``close`` to publish the file(s).
+class ResultWriter(Sink[Result]):
+    """Base of the writers: ``write`` each result, then ``close`` to publish the file(s); on an error
+    inside ``with``, ``abort`` leaves no half-written file.
 
     ``claim``, when set (by :func:`visionpipe.io.dataset_formats.open_writers`), is told the path
     of every file the writer is about to write, before it is written — how a run's output folder
@@ -103,18 +105,6 @@ class ResultWriter:
 
     def write(self, result: Result) -> None:
         raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> ResultWriter:
-        return self
-
-    def __exit__(self, exc_type, *rest) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
     def abort(self) -> None:
         pass
@@ -370,15 +360,7 @@ def result_record(result: Result) -> dict:
         "error": error_text(result.error) or None,
     }
     if result.detections is not None:
-        dets = result.detections
-        polygons = dets.data.get("polygon")
-        for i, (box, score, cls, name) in enumerate(
-            zip(dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names)
-        ):
-            item = {"box": [round(v, 3) for v in box], "score": round(score, 5), "class_id": cls, "class_name": name}
-            if polygons is not None:
-                item["polygon"] = np.round(polygons[i].astype(np.float64), 2).tolist()
-            record["detections"].append(item)
+        record["detections"] = result.detections.to_records()
     return record
 
 

@@ -27,6 +27,7 @@ from enum import Enum
 import numpy as np
 
 from visionpipe.detections import Detections
+from visionpipe.io import sinks as io_sinks
 from visionpipe.pipeline import Pipeline
 from visionpipe.video.buffer import BufferPolicy, FrameBuffer
 from visionpipe.video.frames import Frame
@@ -108,14 +109,8 @@ class VideoStats:
         return out
 
 
-class Sink:
-    """Receives every processed frame, in order; ``close`` when the run ends."""
-
-    def write(self, result: FrameResult) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
+class Sink(io_sinks.Sink[FrameResult]):
+    """Receives every processed frame, in order; ``close`` when the run ends (see :mod:`visionpipe.io.sinks`)."""
 
 
 _END = object()

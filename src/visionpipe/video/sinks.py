@@ -23,14 +23,7 @@ def frame_record(result: FrameResult) -> dict:
         "error": None if result.error is None else str(result.error) or type(result.error).__name__,
     }
     if dets is not None:
-        ids = dets.tracker_id.tolist() if dets.tracker_id is not None else [None] * len(dets)
-        for box, score, cls, name, track in zip(
-            dets.xyxy.tolist(), dets.confidence.tolist(), dets.class_id.tolist(), dets.names, ids
-        ):
-            item = {"box": [round(v, 2) for v in box], "score": round(score, 4), "class_id": cls, "class_name": name}
-            if track is not None:
-                item["track_id"] = track
-            record["detections"].append(item)
+        record["detections"] = dets.to_records()
     if result.crossed is not None:
         record["crossed_in"], record["crossed_out"] = ([int(i) for i in ids] for ids in result.crossed)
     if result.overlay is not None and result.overlay.zones:
