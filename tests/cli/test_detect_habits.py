@@ -84,3 +84,20 @@ def test_max_det_and_agnostic_nms_reach_the_pipeline(cli, asset, yolox_spec, tmp
     agnostic = boxes("--agnostic-nms")
     assert 0 < len(agnostic) < len(plain)  # boxes of different classes now suppress each other
     assert len(boxes("--agnostic")) == len(agnostic)  # our spelling, the same setting
+
+
+def test_ultralytics_spellings_save_batch_and_vid_stride(cli, asset, photo, tmp_path):
+    out = tmp_path / "out"
+    proc = cli("detect", photo, "--model", asset(DYNAMIC), "--save", "--batch", "2", "--format", "jsonl", "--out", out)
+    assert proc.returncode == 0, describe(proc)
+    assert (out / "annotated" / photo.name).is_file()
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
+    for i in range(9):
+        writer.write(np.full((64, 96, 3), 20 * i, np.uint8))
+    writer.release()
+    proc = cli("video", clip, "--model", asset(DYNAMIC), "--vid-stride", "3", "--imgsz", "96")
+    assert proc.returncode == 0, describe(proc)
+    summary = json.loads(proc.stdout)
+    assert summary["processed"] == 3 and summary["dropped"]["stride"] == 6

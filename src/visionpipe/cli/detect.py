@@ -63,7 +63,9 @@ def detect(
     save_conf: bool = typer.Option(
         False, "--save-conf", help="Append the score to each YOLO label row (6 columns; training wants 5)."
     ),
-    save_images: bool = typer.Option(False, "--save-images", help="Also write annotated images to OUT/annotated/."),
+    save_images: bool = typer.Option(
+        False, "--save-images", "--save", help="Also write annotated images to OUT/annotated/ (--save: Ultralytics')."
+    ),
     conf: float | None = typer.Option(
         None, "--conf", min=0.0, max=1.0, help="Score threshold (model default if omitted)."
     ),
@@ -85,7 +87,7 @@ def detect(
         "--imgsz",
         help="Model input size: N or H,W (a model with a dynamic input; model/spec default if omitted).",
     ),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per inference batch."),
+    batch_size: int = typer.Option(1, "--batch-size", "--batch", min=1, help="Images per inference batch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or tensorrt."),
     half: bool = typer.Option(
         False, "--half", help="fp16 inference: needs a GPU device and an fp16 model (visionpipe optimize --fp16)."

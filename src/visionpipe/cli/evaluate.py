@@ -14,9 +14,11 @@ from visionpipe.cli.common import (
     WEIGHTS_HELP,
     annotated_images,
     build_pipeline,
+    parse_input_size,
     progress,
     quiet_option,
     report_failure,
+    report_notes,
 )
 from visionpipe.postprocess.fusion import FusionMethod
 
@@ -47,7 +49,10 @@ def evaluate(
         None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (model default if omitted)."
     ),
     max_det: int = typer.Option(300, "--max-det", min=1, help="Detections kept per image."),
-    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    batch_size: int = typer.Option(1, "--batch-size", "--batch", min=1),
+    input_size: str | None = typer.Option(
+        None, "--input-size", "--imgsz", help="Model input size: N or H,W (a model with a dynamic input)."
+    ),
     device: str = typer.Option("cpu", "--device"),
     save_detections: Path | None = typer.Option(
         None, "--save-detections", help="Write the scored COCO results JSON here."
@@ -89,9 +94,11 @@ def evaluate(
         conf=conf,
         iou=iou,
         max_det=max_det,
+        input_size=parse_input_size(input_size),
         batch_size=batch_size,
         device=device,
     )
+    report_notes(pipeline)
     results = []
     with pipeline, progress(len(paths), "eval", quiet) as advance:
         for result in pipeline.stream(paths):

@@ -42,7 +42,7 @@ def video(
         BufferPolicy.WAIT, "--policy", help="When the buffer is full: wait, drop_oldest or drop_latest."
     ),
     buffer_size: int = typer.Option(8, "--buffer", min=1, help="Frames the buffer holds."),
-    stride: int = typer.Option(1, "--stride", min=1, help="Process every Nth frame."),
+    stride: int = typer.Option(1, "--stride", "--vid-stride", min=1, help="Process every Nth frame."),
     max_fps: float | None = typer.Option(
         None, "--max-fps", min=0.001, help="Process at most this many frames per second."
     ),
@@ -76,7 +76,7 @@ def video(
     input_size: str | None = typer.Option(
         None, "--input-size", "--imgsz", help="Model input size: N or H,W (a model with a dynamic input)."
     ),
-    batch_size: int = typer.Option(1, "--batch-size", min=1),
+    batch_size: int = typer.Option(1, "--batch-size", "--batch", min=1),
     device: str = typer.Option("cpu", "--device"),
     monitor: str | None = monitor_option(),
     monitor_tag: str = monitor_tag_option(),
