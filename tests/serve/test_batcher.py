@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import pytest
@@ -59,11 +60,15 @@ def test_full_queue_is_refused_at_once_with_retry_after():
     clock = FakeClock()
     batcher = DynamicBatcher(echo, max_batch_size=2, max_queue=4, clock=clock)
     batcher.submit("a", size=2)
-    batcher.submit("b", size=2)
+    batcher.expect(size=2)  # being decoded: its room is reserved
     with pytest.raises(QueueFullError) as refused:
-        batcher.submit("c", size=1)
+        batcher.expect(size=1)  # refused before any work is done for it
     assert refused.value.retry_after >= 1
-    assert batcher.counters["rejected"] == 1
+    with pytest.raises(QueueFullError):
+        batcher.submit("c", size=1)
+    batcher.submit("b", size=2, expected=True)
+    assert batcher.depth == 4
+    assert batcher.counters["rejected"] == 2
     with pytest.raises(ValueError, match="max_batch_size"):
         batcher.submit("too big", size=3)
 
@@ -109,6 +114,7 @@ def test_lanes_run_batches_and_stop_drains_the_queue():
 
     # a delay far beyond the test: batches can only close by being full, or by stop()
     batcher = DynamicBatcher(record, max_batch_size=3, max_queue_delay=3600, max_queue=10, lanes=2).start()
+    batcher.expect()  # a request being decoded that never arrives: the last batch waits for it
     futures = [batcher.submit(k) for k in range(4)]
     assert [f.result(10) for f in futures[:3]] == [0, 1, 2]
     assert not futures[3].done()
@@ -117,3 +123,25 @@ def test_lanes_run_batches_and_stop_drains_the_queue():
     assert sorted(len(b) for b in seen) == [1, 3]
     with pytest.raises(BatcherClosedError):
         batcher.submit(5)
+
+
+def test_a_lone_request_does_not_wait_but_an_announced_one_is_waited_for():
+    clock = FakeClock()
+    batcher = DynamicBatcher(echo, max_batch_size=4, max_queue_delay=3600, clock=clock)
+    batcher.submit("alone")
+    assert [i.payload for i in batcher._next_batch()] == ["alone"]  # nobody else coming: at once
+    batcher.expect()
+    batcher.expect()
+    batcher.submit("first", expected=True)
+    closed: list = []
+    waiter = threading.Thread(target=lambda: closed.append(batcher._next_batch()))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # one more is on its way: the batch waits for it
+    batcher.submit("second", expected=True)
+    waiter.join(10)
+    assert [i.payload for i in closed[0]] == ["first", "second"]
+    batcher.expect()
+    batcher.withdraw()  # an announced request failed before it was submitted
+    batcher.submit("third")
+    assert [i.payload for i in batcher._next_batch()] == ["third"]

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import tritonclient.http as triton
 
 from tests.serve.conftest import free_port, write_version
 
@@ -41,12 +43,6 @@ def wait_ready(process: subprocess.Popen, url: str, seconds: float = 90) -> None
     raise AssertionError("server not ready in time")
 
 
-def queued(url: str) -> float:
-    """Images waiting in the server's queues, read from its metrics."""
-    text = httpx.get(url + "/metrics", timeout=5).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("visionpipe_queue_depth{"))
-
-
 def test_refuses_a_non_loopback_bind_without_keys(tmp_path, yolox_model):
     write_version(tmp_path, "yolox", "1", yolox_model, "yolox")
     # nothing is ever sent to 0.0.0.0: the process must refuse before it binds anything
@@ -61,38 +57,50 @@ def test_refuses_a_non_loopback_bind_without_keys(tmp_path, yolox_model):
     assert "Traceback" not in result.stderr
 
 
+def inferred(url: str) -> float:
+    """Images the server has run through its model so far, read from its metrics."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("visionpipe_inference_count_total{")
+    )
+
+
 def test_sigterm_under_load_finishes_in_flight_requests_and_exits_zero(tmp_path, yolox_model, photos):
     write_version(tmp_path, "yolox", "1", yolox_model, "yolox")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # a batch waits up to 2 s to fill: the requests sit in the queue when SIGTERM lands
-    process = start([str(tmp_path), "--max-queue-delay-ms", "2000", "--max-batch-size", "16"], port)
+    process = start([str(tmp_path)], port)
     try:
         wait_ready(process, url)
         statuses: list[int | str] = []
         lock = threading.Lock()
+        per_request = 16  # each request carries 16 photos: two batches of eight, seconds of work in all
+        files = [p.read_bytes() for p in photos[: 4 * per_request]]
 
         def call(k: int) -> None:
+            client = triton.InferenceServerClient(url.removeprefix("http://"), network_timeout=120)
+            tensor = triton.InferInput("encoded", [per_request], "BYTES")
+            tensor.set_data_from_numpy(np.array(files[k * per_request : (k + 1) * per_request], dtype=object))
             try:
-                response = httpx.post(url + "/v1/models/yolox/detect", content=photos[k].read_bytes(), timeout=60)
-                outcome: int | str = response.status_code
-            except httpx.HTTPError as exc:
-                outcome = type(exc).__name__
+                result = client.infer("yolox", [tensor])
+                outcome: int | str = 200 if len(result.as_numpy("num_detections")) == per_request else "short"
+            except Exception as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
             with lock:
                 statuses.append(outcome)
 
-        threads = [threading.Thread(target=call, args=(k,)) for k in range(8)]
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
         for thread in threads:
             thread.start()
-        give_up = time.monotonic() + 30
-        while queued(url) < 8 and time.monotonic() < give_up:  # all eight are in flight
-            time.sleep(0.01)
-        assert queued(url) == 8
+        give_up = time.monotonic() + 60
+        while inferred(url) == 0 and time.monotonic() < give_up:  # the first batch has run: all are in flight
+            time.sleep(0.005)
+        assert 0 < inferred(url) < 4 * per_request
         process.send_signal(signal.SIGTERM)
         for thread in threads:
-            thread.join(60)
+            thread.join(120)
         assert process.wait(60) == 0
-        assert statuses == [200] * 8, statuses
+        assert statuses == [200] * 4, statuses
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/v2/health/live", timeout=2)
     finally:

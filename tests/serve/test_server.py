@@ -292,3 +292,21 @@ def test_concurrent_requests_are_batched(server, client, photos, reference):
     executions = runner.executions - before[0]
     inferences = runner.inferences - before[1]
     assert inferences == 24 and 1 <= executions <= 24
+
+
+def test_full_queue_answers_503_with_retry_after_before_any_work(server, client, photos):
+    state = server[1]
+    with state.repository.lease("yolox") as loaded:
+        batcher = loaded.batcher
+    batcher.expect(batcher.max_queue)  # the queue's whole room taken by requests "being decoded"
+    try:
+        fresh = photos[0].read_bytes() + b"fresh"  # not in the response cache
+        refused = client.post("/v1/models/yolox/detect", content=fresh)
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert "queue full" in refused.json()["error"]
+        tensor = {"inputs": [{"name": "x", "shape": [1, 1, 3], "datatype": "UINT8", "data": [1, 2, 3]}]}
+        assert client.post("/v2/models/yolox/infer", json=tensor).status_code == 503
+    finally:
+        batcher.withdraw(batcher.max_queue)
+    assert client.post("/v1/models/yolox/detect", content=fresh).status_code == 200
+    assert 'visionpipe_rejected_requests_total{reason="queue_full"} 2.0' in client.get("/metrics").text

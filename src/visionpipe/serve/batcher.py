@@ -5,6 +5,10 @@ and run it. A batch closes when it holds ``max_batch_size`` images (a request's 
 or when its oldest request has waited ``max_queue_delay`` seconds, whichever comes first, so light
 load is served after at most that delay and heavy load fills batches without waiting.
 
+A batch also closes at once when no request is on its way: callers announce a request with
+:meth:`DynamicBatcher.expect` before decoding it, so a lone request never waits for company that
+is not coming (no added latency at concurrency 1), while under load the delay fills batches.
+
 The queue is bounded in images: a request that does not fit is refused at once with
 :class:`QueueFullError` (the server answers 503 with ``Retry-After``) instead of waiting behind
 work it cannot catch up with. A request whose deadline has passed when a lane reaches it is dropped
@@ -100,6 +104,7 @@ class DynamicBatcher:
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._busy_lanes = 0
+        self._expected = 0  # requests announced (being decoded) but not yet submitted
         # a running estimate of one batch's run time, for Retry-After
         self._batch_seconds = 0.05
         self.counters = {"submitted": 0, "rejected": 0, "expired": 0, "batches": 0, "images": 0}
@@ -141,19 +146,45 @@ class DynamicBatcher:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def submit(self, payload: Any, size: int = 1, deadline: float | None = None) -> Future:
+    def expect(self, size: int = 1) -> None:
+        """Announce a request of ``size`` images that will be submitted soon (``expected=True``).
+
+        This is also admission: announced and queued images together stay within ``max_queue``,
+        so an overloaded server refuses at once (:class:`QueueFullError`), before decoding.
+        """
+        with self._cond:
+            if self._closing:
+                raise BatcherClosedError(f"{self.name} is shutting down")
+            if self._queued_images + self._expected + size > self.max_queue:
+                self.counters["rejected"] += 1
+                raise QueueFullError(
+                    f"{self.name}: queue full ({self._queued_images} images queued, {self._expected} arriving)",
+                    self.retry_after(),
+                )
+            self._expected += size
+
+    def withdraw(self, size: int = 1) -> None:
+        """Announced images that will not come (their request failed before submitting)."""
+        with self._cond:
+            self._expected = max(0, self._expected - size)
+            self._cond.notify()
+
+    def submit(self, payload: Any, size: int = 1, deadline: float | None = None, expected: bool = False) -> Future:
         """Queue a request of ``size`` images; its future gets ``run_batch``'s result for it.
 
-        Raises :class:`QueueFullError` at once when the queue has no room for ``size`` images.
+        ``expected``: this request was announced with :meth:`expect`. Raises
+        :class:`QueueFullError` at once when the queue has no room for ``size`` images.
         """
         if not 1 <= size <= self.max_batch_size:
             raise ValueError(f"a request of {size} images does not fit max_batch_size {self.max_batch_size}")
         with self._cond:
             if self._closing:
                 raise BatcherClosedError(f"{self.name} is shutting down")
-            if self._queued_images + size > self.max_queue:
+            if not expected and self._queued_images + self._expected + size > self.max_queue:
                 self.counters["rejected"] += 1
                 raise QueueFullError(f"{self.name}: queue full ({self._queued_images} images)", self.retry_after())
+            if expected:  # its room was reserved by expect()
+                self._expected = max(0, self._expected - size)
             item = BatchItem(payload, size, self.clock(), deadline)
             self._queue.append(item)
             self._queued_images += size
@@ -179,7 +210,12 @@ class DynamicBatcher:
                     return None  # closing and drained
                 now = self.clock()
                 close_at = self._queue[0].enqueued + self.max_queue_delay
-                if self._queued_images >= self.max_batch_size or now >= close_at or self._closing:
+                if (
+                    self._queued_images >= self.max_batch_size
+                    or now >= close_at
+                    or self._closing
+                    or self._expected == 0  # nobody else is coming: waiting only adds latency
+                ):
                     break
                 self._cond.wait(close_at - now)
             batch = take_batch(self._queue, self.max_batch_size)

@@ -179,17 +179,30 @@ class DetectionService:
             seconds["decode"] = time.perf_counter() - start
             return prepared
 
-        prepared = await anyio.to_thread.run_sync(prepare)
         batcher = loaded.batcher
-        chunks = [prepared[i : i + batcher.max_batch_size] for i in range(0, len(prepared), batcher.max_batch_size)]
-        futures = []
+        if len(images) > batcher.max_queue:
+            raise ValueError(f"{len(images)} images in one request; this model takes at most {batcher.max_queue}")
         try:
-            for chunk in chunks:
-                futures.append(batcher.submit([p.tensor for p in chunk], size=len(chunk), deadline=deadline))
+            # admission before any work: refused at once when the queue (and what is arriving) is full;
+            # and a batch forming meanwhile waits for these images while they are decoded
+            batcher.expect(len(images))
         except QueueFullError:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise
+        announced = len(images)
+        futures: list[Any] = []
+        try:
+            prepared = await anyio.to_thread.run_sync(prepare)
+            for i in range(0, len(prepared), batcher.max_batch_size):
+                chunk = prepared[i : i + batcher.max_batch_size]
+                futures.append(
+                    batcher.submit([p.tensor for p in chunk], size=len(chunk), deadline=deadline, expected=True)
+                )
+                announced -= len(chunk)
+        except BaseException:
+            batcher.withdraw(announced)
             for future in futures:
                 future.cancel()
-            self.metrics.rejected.labels("queue_full").inc()
             raise
         queued = time.perf_counter()
         remaining = deadline - self.clock()
