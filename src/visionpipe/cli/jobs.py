@@ -30,7 +30,7 @@ def detect_job(
     ray_address: str | None,
     extra: dict[str, bool],
     model: list[str],
-    fusion: str,
+    fusion: str | None,
     weights: str | None,
     classes: str | None,
     **options: Any,

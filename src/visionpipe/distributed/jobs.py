@@ -50,7 +50,7 @@ class JobSettings:
     input_size: int | tuple[int, int] | None = None
     half: bool = False
     family: str | None = None
-    fusion: str = "wbf"
+    fusion: str | None = None  # None: the ensemble spec's method, or wbf
     weights: tuple[float, ...] | None = None
     fusion_iou: float | None = None
     max_pixels: int = 50_000_000
