@@ -169,3 +169,47 @@ def test_bad_model_settings_are_reported_not_served(tmp_path, yolox_model, bad):
     repository = ModelRepository(ServeConfig(sources=(tmp_path,), batching=BatchingConfig()))
     report = repository.refresh()
     assert not repository.ready and report["failed"] and "serve.yaml" in report["failed"][0]
+
+
+def make_bundle(folder, model) -> None:
+    """A minimal deployment bundle: the model and a sealed manifest listing its checksum and spec."""
+    import json
+    import shutil
+
+    from visionpipe.models.bundle import seal_manifest, sha256_file
+
+    (folder / "model").mkdir(parents=True)
+    shutil.copyfile(model, folder / "model" / "yolox.onnx")
+    manifest = {
+        "format": 1,
+        "manifest_sha256": "0" * 64,
+        "files": {"model/yolox.onnx": {"sha256": sha256_file(folder / "model" / "yolox.onnx")}},
+        "spec": {"model": "model/yolox.onnx", "family": "yolox"},
+    }
+    (folder / "manifest.json").write_bytes(seal_manifest(json.dumps(manifest, indent=1)))
+
+
+def test_a_deployment_bundle_serves_as_a_version_and_a_tampered_one_is_refused(tmp_path, yolox_model, photos):
+    write_version(tmp_path, "detector", "1", yolox_model, "yolox")
+    config = ServeConfig(
+        sources=(tmp_path,), port=free_port(), poll_seconds=0, allow_model_control=True, cache_entries=0
+    )
+    data = photos[0].read_bytes()
+    with running(config) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
+        before = client.post("/v1/models/detector/detect", content=data).json()
+        make_bundle(tmp_path / "detector" / "2", yolox_model)
+        assert client.post("/v2/repository/models/detector/load").status_code == 200
+        after = client.post("/v1/models/detector/detect", content=data).json()
+        assert after["model"]["version"] == "2" and after["detections"] == before["detections"]
+        # one changed byte in the bundled model: version 3 is refused, version 2 keeps serving
+        make_bundle(tmp_path / "detector" / "3", yolox_model)
+        weights = tmp_path / "detector" / "3" / "model" / "yolox.onnx"
+        raw = bytearray(weights.read_bytes())
+        raw[-1] ^= 1
+        weights.write_bytes(bytes(raw))
+        refused = client.post("/v2/repository/models/detector/load")
+        assert refused.status_code == 400 and "not intact" in refused.json()["error"]
+        assert client.post("/v1/models/detector/detect", content=data).json()["model"]["version"] == "2"
+        assert client.post("/v2/repository/models/detector/load").status_code == 400  # still refused
+        index = client.post("/v2/repository/index").json()
+        assert any(row["version"] == "3" and row["state"] == "UNAVAILABLE" for row in index)

@@ -368,11 +368,11 @@ def protocol_router(state: Any) -> Any:
         import anyio.to_thread
 
         report = await anyio.to_thread.run_sync(repository.refresh)
-        if name not in repository.endpoints:
-            failures = [f for f in report["failed"] if f.startswith(name + "/") or f.startswith(name + ":")]
-            return error_response(
-                400, f"model {name!r} could not be loaded: " + ("; ".join(failures) or "not in the repository")
-            )
+        failures = [f for f in report["failed"] if f.startswith((name + "/", name + ":"))]
+        if failures or name not in repository.endpoints:
+            serving = " (the loaded versions keep serving)" if name in repository.endpoints else ""
+            reason = "; ".join(failures) or "not in the repository"
+            return error_response(400, f"model {name!r} could not be loaded: {reason}{serving}")
         return JSONResponse({})
 
     @router.post(

@@ -7,6 +7,7 @@ Layout (as Triton's)::
         serve.yaml        optional: traffic split, fallback, batching and deadline for this model
         1/yolox.yaml      a spec (or a model file with its sidecar spec / embedded metadata)
         2/yolox.yaml
+        3/manifest.json   or a deployment bundle (`visionpipe deploy`), checksums verified on load
       nanodet/
         1/nanodet.yaml
 
@@ -45,6 +46,7 @@ import yaml
 
 from visionpipe.errors import ModelNotFoundError, SpecError
 from visionpipe.io.images import DecodeLimits
+from visionpipe.models.bundle import is_bundle
 from visionpipe.models.loader import SPEC_SUFFIXES
 from visionpipe.pipeline import Pipeline
 from visionpipe.serve.batcher import BatchStats, DynamicBatcher
@@ -92,12 +94,12 @@ class ModelSettings:
 
 
 def version_source(folder: Path) -> Path:
-    """The file a version folder is loaded from.
-
-    Today that is a spec file (or a model file, configured by its sidecar spec or metadata).
-    Deployment bundles plug in here: a folder holding a bundle manifest will be read by the bundle
-    loader and yield the spec it carries.
-    """
+    """What a version folder is loaded from: the folder itself when it is a deployment bundle
+    (``manifest.json``: every checksum is verified before the model opens, so a tampered bundle is
+    refused), else its one spec file, else its one model file (configured by a sidecar spec or
+    its own metadata)."""
+    if is_bundle(folder):
+        return folder
     specs = sorted(p for p in folder.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.name != SETTINGS_FILE)
     if len(specs) == 1:
         return specs[0]
@@ -250,7 +252,11 @@ class ModelRepository:
                         continue
                     key = f"{name}/{version}"
                     if self.failed.get(key, "").startswith(signature):
-                        continue  # refused before and unchanged since
+                        # refused before and unchanged since: not tried again, still reported
+                        report["failed"].append(f"{key}: {self.failed[key].partition(' ')[2]}")
+                        if running is not None:
+                            loaded[version] = running
+                        continue
                     try:
                         loaded[version] = self._load(name, version, sources[version], settings.batching, signature)
                         self.failed.pop(key, None)
@@ -381,10 +387,10 @@ def _run_batch(runner: ModelRunner, payloads: list[list[Any]]) -> list[list[list
 
 def _signature(source: Path) -> str:
     """Changes when the version's files change (size and modification time of its folder's files)."""
-    folder = source.parent
+    folder = source if source.is_dir() else source.parent
     parts = []
-    for path in sorted(folder.iterdir()):
+    for path in sorted(folder.rglob("*") if source.is_dir() else folder.iterdir()):
         if path.is_file():
             stat = path.stat()
-            parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+            parts.append(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
