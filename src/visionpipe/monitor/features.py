@@ -1,10 +1,10 @@
 """Per-image features, cheap: image statistics on a downscaled copy, and prediction statistics.
 
 Every feature is one float per image (NaN where it is undefined, e.g. the mean confidence of an
-image without detections). Image statistics are taken on a copy shrunk by an integer factor so that
-its longer side is about ``SMALL_SIDE`` pixels (OpenCV's area resize has a fast path for integer
-factors); only ``blockiness`` looks at full-resolution pixels, on a sparse set of rows, because
-JPEG's 8x8 block grid does not survive downscaling.
+image without detections). Image statistics are taken on a copy shrunk so that its longer side is
+``SMALL_SIDE`` pixels (colour statistics on every other pixel of it); ``blockiness`` and ``noise``
+read every ``ROW_STEP``-th full-resolution row instead, because JPEG's 8x8 block grid and pixel
+noise do not survive downscaling. About 0.4 ms of CPU per 640x480 frame.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from visionpipe.detections import Detections
 SMALL_SIDE = 160
 DARK_LEVEL = 16  # gray level at or below which a pixel counts as clipped dark
 BRIGHT_LEVEL = 239  # ... at or above which it counts as clipped bright
-BLOCK_ROW_STEP = 4  # blockiness reads every 4th row of the full image
+ROW_STEP = 8  # blockiness and noise read every 8th row of the full-resolution image
 
 IMAGE_FEATURES = (
     "brightness",
@@ -91,30 +91,34 @@ def downscale(image: np.ndarray, side: int = SMALL_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
-def blockiness(image: np.ndarray) -> float:
+def _sparse_rows(image: np.ndarray) -> np.ndarray:
+    """Every ``ROW_STEP``-th full-resolution row of the green channel (closest to luma), as int16."""
+    return image[::ROW_STEP, :, 1].astype(np.int16)
+
+
+def blockiness(image: np.ndarray, rows: np.ndarray | None = None) -> float:
     """Mean absolute horizontal step across 8-pixel column borders over the mean step elsewhere.
 
     About 1 for natural photos and high-quality JPEG; well above 1 for heavy JPEG compression.
     """
     if image.shape[1] < 16:
         return float("nan")
-    rows = image[::BLOCK_ROW_STEP, :, 1].astype(np.int16)  # green: the channel closest to luma
+    rows = _sparse_rows(image) if rows is None else rows
     steps = np.abs(np.diff(rows, axis=1))  # steps[:, j] is between column j and j+1
-    width = steps.shape[1]
-    border = np.zeros(width, dtype=bool)
+    border = np.zeros(steps.shape[1], dtype=bool)
     border[7::8] = True
     inside = steps[:, ~border].mean()
     return float(steps[:, border].mean() / inside) if inside > 0 else float("nan")
 
 
-def noise(image: np.ndarray) -> float:
-    """Mean absolute second difference along every 8th full-resolution row of the green channel.
+def noise(image: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """Mean absolute second difference along sparse full-resolution rows of the green channel.
 
     Edges contribute too, but sensor or transmission noise raises it far more than scene content.
     """
     if image.shape[1] < 3:
         return float("nan")
-    rows = image[::8, :, 1].astype(np.int16)
+    rows = _sparse_rows(image) if rows is None else rows
     return float(np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:]).mean())
 
 
@@ -125,22 +129,24 @@ def image_features(image: np.ndarray) -> dict[str, float]:
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     mean_b, mean_g, mean_r, _ = cv2.mean(small)
     gray_mean, gray_std = cv2.meanStdDev(gray)
-    laplacian = cv2.Laplacian(gray, cv2.CV_32F)
-    hsv_s = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[:, :, 1]
-    b, g, r = (small[:, :, k].astype(np.float32) for k in range(3))
+    _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))  # exact in 16 bits for 8-bit input
+    tiny = small[::2, ::2]  # colour statistics need even fewer pixels
+    saturation = cv2.mean(cv2.cvtColor(tiny, cv2.COLOR_BGR2HSV))[1]
+    b, g, r = (tiny[:, :, k].astype(np.float32) for k in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
     colourfulness = math.sqrt(rg.var() + yb.var()) + 0.3 * math.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
     pixels = gray.size
+    rows = _sparse_rows(image) if image.shape[1] >= 3 else None
     return {
         "brightness": float(gray_mean[0, 0]),
         "contrast": float(gray_std[0, 0]),
-        "sharpness": float(laplacian.var()),
-        "saturation": float(hsv_s.mean()),
+        "sharpness": float(laplacian_std[0, 0]) ** 2,
+        "saturation": float(saturation),
         "colourfulness": float(colourfulness),
         "dark_share": float(np.count_nonzero(gray <= DARK_LEVEL)) / pixels,
         "bright_share": float(np.count_nonzero(gray >= BRIGHT_LEVEL)) / pixels,
-        "blockiness": blockiness(image),
-        "noise": noise(image),
+        "blockiness": blockiness(image, rows),
+        "noise": noise(image, rows),
         "width": float(width),
         "height": float(height),
         "aspect": width / height,
