@@ -511,10 +511,11 @@ def test_to_records_is_what_image_and_video_json_outputs_both_write():
         class_names=("a", "b"),
     )
     (record,) = dets.to_records()
-    assert set(record) == {"box", "score", "class_id", "class_name", "track_id", "polygon"}
-    assert record["box"] == [round(float(v), 3) for v in dets.xyxy[0]]
-    assert record["score"] == round(float(dets.confidence[0]), 5)
-    assert (record["class_id"], record["class_name"], record["track_id"]) == (1, "b", 7)
+    # the names of the Detections columns (one vocabulary from the API to every JSON output)
+    assert set(record) == {"xyxy", "confidence", "class_id", "class_name", "tracker_id", "polygon"}
+    assert record["xyxy"] == [round(float(v), 3) for v in dets.xyxy[0]]
+    assert record["confidence"] == round(float(dets.confidence[0]), 5)
+    assert (record["class_id"], record["class_name"], record["tracker_id"]) == (1, "b", 7)
     assert record["polygon"] == [[1.23, 2.35], [3.46, 4.57]]
     image = result_record(Result(index=0, image_id="x", source="x.jpg", image_size=(30, 40), detections=dets))
     frame = Frame(index=0, timestamp=0.0, image=np.zeros((30, 40, 3), np.uint8), captured_at=0.0)

@@ -174,14 +174,15 @@ class Detections:
 
     def to_records(self, point_keys: Sequence[str] = ("polygon",)) -> list[dict[str, Any]]:
         """One JSON-ready dict per box, the shape every JSON output of visionpipe writes (image and
-        video JSONL alike)::
+        video JSONL alike), under the names of the columns (and of the HTTP server's answer)::
 
-            {"box": [x1, y1, x2, y2], "score": 0.91234, "class_id": 0, "class_name": "person",
-             "track_id": 7, "polygon": [[x, y], ...]}
+            {"xyxy": [x1, y1, x2, y2], "confidence": 0.91234, "class_id": 0, "class_name": "person",
+             "tracker_id": 7, "polygon": [[x, y], ...]}
 
         Boxes are rounded to 3 decimals (a thousandth of a pixel), scores to 5 and points to 2;
-        ``track_id`` appears when the boxes are tracked, and each ``point_keys`` entry of ``data``
-        when present.
+        ``tracker_id`` appears when the boxes are tracked, and each ``point_keys`` entry of ``data``
+        when present. (Files written before this vocabulary used ``box``, ``score`` and
+        ``track_id``; the readers take both.)
         """
         tracks = self.tracker_id.tolist() if self.tracker_id is not None else None
         points = {key: self.data[key] for key in point_keys if key in self.data}
@@ -190,13 +191,13 @@ class Detections:
             zip(self.xyxy.tolist(), self.confidence.tolist(), self.class_id.tolist(), self.names)
         ):
             record: dict[str, Any] = {
-                "box": [round(v, BOX_DECIMALS) for v in box],
-                "score": round(score, SCORE_DECIMALS),
+                "xyxy": [round(v, BOX_DECIMALS) for v in box],
+                "confidence": round(score, SCORE_DECIMALS),
                 "class_id": cls,
                 "class_name": name,
             }
             if tracks is not None:
-                record["track_id"] = int(tracks[i])
+                record["tracker_id"] = int(tracks[i])
             for key, values in points.items():
                 record[key] = np.round(np.asarray(values[i], np.float64), POINT_DECIMALS).tolist()
             records.append(record)

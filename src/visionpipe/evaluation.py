@@ -316,6 +316,7 @@ def _evaluate_dataset(path: Path, dataset: Mapping[str, Any], ground_truth: Mapp
 
 def _evaluate_jsonl(path: Path, ground_truth: Mapping[str, Any]) -> CocoEvaluation:
     from visionpipe.detections import Detections
+    from visionpipe.io.formats import record_box, record_score
 
     names: list[str] = []
     results: list[Result] = []
@@ -330,8 +331,8 @@ def _evaluate_jsonl(path: Path, ground_truth: Mapping[str, Any]) -> CocoEvaluati
                     if box["class_name"] not in names:
                         names.append(box["class_name"])
                 detections = Detections(
-                    xyxy=np.array([b["box"] for b in boxes], np.float32).reshape(-1, 4),
-                    confidence=np.array([b["score"] for b in boxes], np.float32),
+                    xyxy=np.array([record_box(b) for b in boxes], np.float32).reshape(-1, 4),
+                    confidence=np.array([record_score(b) for b in boxes], np.float32),
                     class_id=np.array([names.index(b["class_name"]) for b in boxes], np.int64),
                 )
                 error = EvaluationError(record["error"]) if record.get("error") else None

@@ -145,10 +145,12 @@ def test_lossless_conversions_give_the_photos_detections(records, mixed_folder):
     for name in LOSSLESS:
         converted = records[name]["detections"]
         assert len(converted) == len(photo), f"{name}: {len(converted)} boxes, the photo {len(photo)}"
-        for a, b in zip(sorted(photo, key=lambda d: -d["score"]), sorted(converted, key=lambda d: -d["score"])):
+        for a, b in zip(
+            sorted(photo, key=lambda d: -d["confidence"]), sorted(converted, key=lambda d: -d["confidence"])
+        ):
             assert a["class_id"] == b["class_id"], name
-            assert b["score"] == pytest.approx(a["score"], abs=1e-4), name
-            assert b["box"] == pytest.approx(a["box"], abs=1e-2), name
+            assert b["confidence"] == pytest.approx(a["confidence"], abs=1e-4), name
+            assert b["xyxy"] == pytest.approx(a["xyxy"], abs=1e-2), name
 
 
 def test_bad_files_have_an_error_record_and_no_detections(records):

@@ -140,7 +140,7 @@ def jsonl_detections(out: Path, to_coco: dict[int, int]) -> dict[str, list[tuple
         assert record["error"] is None, record
         name = Path(record["path"]).name
         assert name not in found, f"{name} appears twice in detections.jsonl"
-        found[name] = [(to_coco[d["class_id"]], *d["box"], d["score"]) for d in record["detections"]]
+        found[name] = [(to_coco[d["class_id"]], *d["xyxy"], d["confidence"]) for d in record["detections"]]
     return found
 
 

@@ -112,7 +112,7 @@ def test_readme_main_job_runs_and_produces_results(cli, tmp_path):
             records[Path(record["path"]).name] = record
     for frame, (what, label) in SAMPLE_FRAMES.items():
         assert frame in records, f"{frame}: no JSONL record among {sorted(records)}"
-        found = [d["box"] for d in records[frame]["detections"] if d["class_name"] == what]
+        found = [d["xyxy"] for d in records[frame]["detections"] if d["class_name"] == what]
         best = max((iou(label, box) for box in found), default=0.0)
         assert best > MIN_IOU, f"{frame}: no {what} boxed at {label} (best IoU {best:.2f}; {records[frame]})"
 

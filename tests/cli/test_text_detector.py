@@ -102,6 +102,6 @@ def test_hand_labelled_lettering_is_detected(text_run, photo, what):
     assert record["error"] is None, record["error"]
     assert (record["width"], record["height"]) == TEXT_PHOTOS[photo]["size"]
     label = TEXT_PHOTOS[photo]["lettering"][what]
-    boxes = [d["box"] for d in record["detections"]]
+    boxes = [d["xyxy"] for d in record["detections"]]
     best = max((iou(label, box) for box in boxes), default=0.0)
     assert best > MIN_IOU, f"{photo}: no detection overlaps {what!r} {label} (best IoU {best:.3f}; boxes {boxes})"

@@ -84,9 +84,9 @@ def test_stride_run_logs_one_json_line_per_processed_frame(strided):
     boxes = [d for r in records for d in r["detections"]]
     assert any(d["class_name"] == "person" for d in boxes)
     for d in boxes:
-        x1, y1, x2, y2 = d["box"]
+        x1, y1, x2, y2 = d["xyxy"]
         assert 0 <= x1 <= x2 <= 768 and 0 <= y1 <= y2 <= 432
-        assert "track_id" not in d  # no --track
+        assert "tracker_id" not in d  # no --track
 
 
 def test_stride_run_writes_an_mp4_with_one_frame_per_processed_frame(strided):
@@ -116,16 +116,16 @@ def test_track_and_line_give_track_ids_and_a_line_count(tracked):
     assert all(r["error"] is None for r in records)
     dets = [d for r in records for d in r["detections"]]
     assert dets, "the tracker returned no tracked detection on the whole clip"
-    assert all(isinstance(d.get("track_id"), int) and d["track_id"] >= 1 for d in dets)
+    assert all(isinstance(d.get("tracker_id"), int) and d["tracker_id"] >= 1 for d in dets)
     # a track id lives across frames: people are followed, not re-numbered on every frame
-    ids = [d["track_id"] for d in dets]
+    ids = [d["tracker_id"] for d in dets]
     assert len(set(ids)) < len(ids)
 
     # the per-frame crossings add up to the summary, and name tracks present on that frame
     crossed_in = crossed_out = 0
     for record in records:
         assert isinstance(record["crossed_in"], list) and isinstance(record["crossed_out"], list)
-        present = {d["track_id"] for d in record["detections"]}
+        present = {d["tracker_id"] for d in record["detections"]}
         assert set(record["crossed_in"]) | set(record["crossed_out"]) <= present
         crossed_in += len(record["crossed_in"])
         crossed_out += len(record["crossed_out"])

@@ -105,7 +105,7 @@ def test_jsonl_records_sizes_names_errors_and_one_line_per_input(tmp_path, resul
     assert [rec["path"] for rec in records] == [r.source for r in results]
     assert (records[0]["width"], records[0]["height"]) == (640, 480)
     assert [d["class_name"] for d in records[0]["detections"]] == ["bird", "cat"]
-    assert records[0]["detections"][0]["box"] == [10.25, 20.5, 110.75, 220.125]
+    assert records[0]["detections"][0]["xyxy"] == [10.25, 20.5, 110.75, 220.125]
     assert records[0]["error"] is None
     assert records[1]["detections"] == [] and "file not found" in records[1]["error"]
     assert records[1]["width"] is None
@@ -384,3 +384,13 @@ def test_published_files_get_ordinary_permissions(tmp_path, results, kind):
         os.umask(old_umask)
     assert oct(plain.stat().st_mode & 0o777) == oct(0o644)  # what open() gives under umask 022
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_read_jsonl_takes_the_older_box_and_score_keys(tmp_path):
+    """Files written before the one vocabulary (box/score/track_id) still read back."""
+    path = tmp_path / "old.jsonl"
+    old = {"id": "a.jpg", "path": "a.jpg", "width": 10, "height": 10, "error": None,
+           "detections": [{"box": [1, 2, 3, 4], "score": 0.5, "class_id": 1, "class_name": "dog", "track_id": 3}]}  # fmt: skip
+    path.write_text(json.dumps(old) + "\n", encoding="utf-8")
+    dets = read_jsonl(path, NAMES)["a.jpg"]
+    assert dets.xyxy.tolist() == [[1, 2, 3, 4]] and dets.confidence.tolist() == [0.5] and dets.names == ["dog"]

@@ -660,9 +660,9 @@ def test_jsonl_sink_writes_one_record_per_processed_frame(rig, tmp_path):
         else:
             assert record["error"] is None
             (det,) = record["detections"]
-            assert det["box"] == [22.0, 22.0, 42.0, 42.0]
-            assert det["score"] == SCORE and det["class_id"] == 0
-            assert "track_id" not in det
+            assert det["xyxy"] == [22.0, 22.0, 42.0, 42.0]
+            assert det["confidence"] == SCORE and det["class_id"] == 0
+            assert "tracker_id" not in det
             assert "crossed_in" not in record
 
 
@@ -687,6 +687,6 @@ def test_tracker_and_line_counter_results_reach_the_jsonl_log(rig, tmp_path):
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [r["frame"] for r in records] == list(range(6))
     for record in records:
-        assert [d["track_id"] for d in record["detections"]] == [1]
+        assert [d["tracker_id"] for d in record["detections"]] == [1]
         assert record["crossed_in"] == [] and record["crossed_out"] == []
         assert record["error"] is None

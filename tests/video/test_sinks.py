@@ -71,10 +71,10 @@ def test_jsonl_sink_writes_one_line_per_frame_with_track_ids(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in lines] == [0, 1, 2]
     assert lines[1]["detections"][0] == {
-        "box": [10.0, 20.0, 110.0, 220.0],
-        "score": 0.9,
+        "xyxy": [10.0, 20.0, 110.0, 220.0],
+        "confidence": 0.9,
         "class_id": 0,
         "class_name": "person",
-        "track_id": 7,
+        "tracker_id": 7,
     }
     assert lines[2]["latency_ms"] == 50.0 and lines[0]["error"] is None

@@ -367,6 +367,16 @@ def result_record(result: Result) -> dict:
 # -- reading back ---------------------------------------------------------------------------------
 
 
+def record_box(item: Mapping) -> list[float]:
+    """A JSON detection's box: ``xyxy``, or ``box`` in files written before the one vocabulary."""
+    return item["xyxy"] if "xyxy" in item else item["box"]
+
+
+def record_score(item: Mapping) -> float:
+    """A JSON detection's score: ``confidence``, or ``score`` in older files."""
+    return item["confidence"] if "confidence" in item else item["score"]
+
+
 def read_jsonl(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict[str, Detections | str]:
     """``{path: Detections}`` from a JSONL file; failed inputs map to their error text."""
     out: dict[str, Detections | str] = {}
@@ -377,8 +387,8 @@ def read_jsonl(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict
             continue
         dets = record["detections"]
         out[record["path"]] = Detections(
-            xyxy=np.array([d["box"] for d in dets], np.float32).reshape(-1, 4),
-            confidence=[d["score"] for d in dets],
+            xyxy=np.array([record_box(d) for d in dets], np.float32).reshape(-1, 4),
+            confidence=[record_score(d) for d in dets],
             class_id=[d["class_id"] for d in dets],
             class_names=tuple(class_names),
         )
