@@ -33,6 +33,8 @@ __all__ = [
     "BackendUnavailableError",
     "BenchmarkError",
     "BoxTransform",
+    "ByteTracker",
+    "CallbackSink",
     "DecodeParams",
     "DetectionModel",
     "Detections",
@@ -40,41 +42,85 @@ __all__ = [
     "EnsembleError",
     "EvaluationError",
     "FixedBatchError",
+    "FrameResult",
+    "FusionConfig",
     "FusionError",
+    "FusionMethod",
     "ImageDecodeError",
     "InputShapeError",
+    "JsonlSink",
     "LayoutMismatch",
+    "LineCounter",
     "MissingExtraError",
     "ModelLoadError",
     "ModelSpec",
     "OptimizationError",
     "Pipeline",
+    "PolygonZone",
     "PreprocessConfig",
     "Result",
+    "Sink",
     "SourceError",
     "SpecError",
     "StageTimes",
     "TrackingError",
     "UnknownOutputLayoutError",
+    "VideoFileSink",
+    "VideoProcessor",
+    "VideoSource",
     "VideoSourceError",
     "VisionpipeError",
     "ZoneError",
     "__version__",
     "annotate",
     "evaluate_coco",
+    "fuse",
+    "fuse_members",
     "load_model",
+    "nms",
+    "open_source",
+    "optimize_model",
     "preprocess",
+    "register_decoder",
+    "register_runtime",
 ]
 
 
+# Imported on first use (video pulls in its sources and tracker, fusion its kernels, optimize ONNX
+# tooling), so ``import visionpipe`` stays light: name -> the module that defines it.
+_LAZY = {
+    "evaluate_coco": "visionpipe.evaluation",
+    "annotate": "visionpipe.io.annotate",
+    "Sink": "visionpipe.io.sinks",
+    "VideoProcessor": "visionpipe.video.processor",
+    "FrameResult": "visionpipe.video.processor",
+    "open_source": "visionpipe.video.sources",
+    "VideoSource": "visionpipe.video.sources",
+    "ByteTracker": "visionpipe.video.tracking",
+    "LineCounter": "visionpipe.video.zones",
+    "PolygonZone": "visionpipe.video.zones",
+    "JsonlSink": "visionpipe.video.sinks",
+    "VideoFileSink": "visionpipe.video.sinks",
+    "CallbackSink": "visionpipe.video.sinks",
+    "fuse": "visionpipe.postprocess.fusion",
+    "FusionMethod": "visionpipe.postprocess.fusion",
+    "FusionConfig": "visionpipe.postprocess.ensemble",
+    "fuse_members": "visionpipe.postprocess.ensemble",
+    "nms": "visionpipe.postprocess.nms",
+    "register_decoder": "visionpipe.models.decoders",
+    "register_runtime": "visionpipe.models.backends",
+    "optimize_model": "visionpipe.optimize.workflow",
+}
+
+
 def __getattr__(name: str):
-    # evaluation pulls in the optional pycocotools lazily; keep `import visionpipe` light
-    if name == "evaluate_coco":
-        from visionpipe.evaluation import evaluate_coco
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visionpipe' has no attribute {name!r}")
+    import importlib
 
-        return evaluate_coco
-    if name == "annotate":  # OpenCV drawing; imported on first use
-        from visionpipe.io.annotate import annotate
+    return getattr(importlib.import_module(module), name)
 
-        return annotate
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

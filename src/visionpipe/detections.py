@@ -31,6 +31,12 @@ class Detections:
     int64 (N,) indexing ``class_names``; ``tracker_id`` int64 (N,) or None; ``data`` holds any other
     per-box arrays (which ensemble member produced a box, a mask, ...). Index it like an array to
     filter: ``dets[dets.confidence > 0.5]``.
+
+    Example::
+
+        detections = Pipeline("yolox.yaml")("photo.jpg")
+        people = detections[detections.class_id == 0]     # filtering is indexing
+        people.xyxy, people.confidence, people.to_records()
     """
 
     xyxy: np.ndarray

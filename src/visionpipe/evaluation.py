@@ -143,6 +143,11 @@ def evaluate_coco(
 
     Only the images present in ``results`` are scored; inputs that failed count as images where
     nothing was detected. ``class_names`` defaults to the detections' own class names.
+
+    Example::
+
+        evaluation = evaluate_coco(pipe.run(paths), "instances_val2017.json", pipe.model.class_names)
+        evaluation.map_50_95, evaluation.summary()
     """
     results = list(results)
     if class_names is None:

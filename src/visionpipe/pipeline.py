@@ -152,8 +152,8 @@ class Pipeline:
         if len(models) > 1 and len(self.class_names) == sum(len(m.class_names) for m in models):
             raise FusionError("the ensemble's models share no class name, so there is nothing to fuse")
         overrides = {
-            "score_threshold": conf,
-            "iou_threshold": iou,
+            "conf": conf,
+            "iou": iou,
             "multi_label": multi_label,
             "agnostic": agnostic,
             "top_k": top_k,
@@ -431,7 +431,7 @@ class Pipeline:
             keep = nms(
                 boxes,
                 candidates.scores,
-                params.iou_threshold,
+                params.iou,
                 class_ids=None if params.agnostic else candidates.class_ids,
                 top_k=params.top_k,
                 max_det=params.max_det,

@@ -46,7 +46,12 @@ INTERPOLATIONS = {
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How one model wants its input. ``(pixel * scale - mean) / std`` per channel, in ``channel_order``."""
+    """How one model wants its input. ``(pixel * scale - mean) / std`` per channel, in ``channel_order``.
+
+    Example::
+
+        PreprocessConfig(resize="letterbox", anchor="top_left", pad_value=114, channel_order="bgr", scale=1.0)
+    """
 
     resize: ResizeMode = ResizeMode.LETTERBOX
     anchor: PadAnchor = PadAnchor.CENTER
@@ -77,7 +82,13 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class BoxTransform:
-    """input = original * scale + offset, per axis; the inverse maps model boxes to the original image."""
+    """input = original * scale + offset, per axis; the inverse maps model boxes to the original image.
+
+    Example::
+
+        tensor, transform = preprocess(image, (416, 416), config)
+        transform.to_original(xyxy_in_tensor_pixels)
+    """
 
     scale_x: float
     scale_y: float
@@ -114,6 +125,11 @@ def preprocess(
     """Resize/pad/normalise one HxWx3 uint8 BGR image into a (3, H, W) float32 tensor.
 
     ``input_size`` is (height, width) of the model input (the largest allowed, for "fit").
+
+    Example::
+
+        tensor, transform = preprocess(image, (416, 416), PreprocessConfig(resize="letterbox"))
+        boxes_in_image = transform.to_original(boxes_in_tensor)
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputShapeError(f"expected an HxWx3 BGR image, got shape {image.shape}")

@@ -17,7 +17,12 @@ from visionpipe.detections import Detections
 
 @dataclass
 class StageTimes:
-    """Seconds spent on one image per stage; ``infer`` is its share of its batch's run."""
+    """Seconds spent on one image per stage; ``infer`` is its share of its batch's run.
+
+    Example::
+
+        result.times.decode, result.times.infer, result.times.total   # seconds
+    """
 
     decode: float = 0.0
     preprocess: float = 0.0
@@ -35,6 +40,11 @@ class Result:
 
     For an ensemble, ``members`` holds each member's own detections (before fusion) and
     ``member_errors`` the members that failed on this input.
+
+    Example::
+
+        for result in pipe.stream(paths):
+            print(result.image_id, result.detections if result.ok else result.error)
     """
 
     index: int

@@ -65,7 +65,7 @@ KEYPOINT_PLUGIN = """
         family = "corners"
         aliases = ("corner-points",)
         summary = "(B, N, 5) boxes with their corners as keypoints"
-        preset = FamilyPreset(PreprocessConfig(resize="stretch"), DecodeParams(score_threshold=0.5), ("thing",))
+        preset = FamilyPreset(PreprocessConfig(resize="stretch"), DecodeParams(conf=0.5), ("thing",))
         point_keys = ("keypoints",)
         applies_nms = False
 
@@ -77,7 +77,7 @@ KEYPOINT_PLUGIN = """
         def decode(self, outputs, params):
             found = []
             for rows in outputs[0]:
-                rows = rows[rows[:, 4] > params.score_threshold]
+                rows = rows[rows[:, 4] > params.conf]
                 corners = np.stack([rows[:, 0:2], rows[:, 2:4]], axis=1)
                 found.append(Candidates(rows[:, :4], rows[:, 4], np.zeros(len(rows), np.int64), {"keypoints": corners}))
             return found
@@ -164,3 +164,26 @@ def test_installed_plugins_are_found_by_entry_point_and_a_broken_one_is_skipped(
 
 def test_decoder_candidates_type_is_the_public_one():
     assert issubclass(DECODERS["yolox"], Decoder) and Candidates.empty().xyxy.shape == (0, 4)
+
+
+def test_one_name_per_setting_with_the_former_names_still_read(tmp_path):
+    """``conf``/``iou`` in the spec, the keyword and the params; ``score``/``score_threshold`` still work."""
+    import dataclasses
+
+    from visionpipe.models.decoders import DecodeParams
+    from visionpipe.models.spec import ModelSpec
+
+    params = DecodeParams(conf=0.3, iou=0.6)
+    assert (params.score_threshold, params.iou_threshold) == (0.3, 0.6)
+    assert DecodeParams(score_threshold=0.3, iou_threshold=0.6) == params
+    assert dataclasses.replace(params, score_threshold=0.1).conf == 0.1
+    with pytest.raises(ValueError, match="conf must be in"):
+        DecodeParams(conf=1.5)
+    for key in ("conf", "score"):
+        spec = ModelSpec.from_dict({"model": "m.onnx", "thresholds": {key: 0.4, "iou": 0.5}})
+        assert spec.thresholds.conf == 0.4
+    path = constant_model(tmp_path / "m.onnx", np.zeros((84, 100), np.float32), input_hw=(64, 64))
+    model = visionpipe.load_model({"model": path, "family": "yolov8", "thresholds": {"score": 0.4}})
+    assert model.params.conf == 0.4
+    with visionpipe.Pipeline(model, conf=0.2) as pipe:
+        assert pipe.params.conf == 0.2

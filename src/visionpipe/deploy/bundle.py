@@ -251,7 +251,7 @@ def _decoder_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "options": spec.get("decoder", {}),
         "class_names": spec["classes"],
         "thresholds": {
-            "conf": t["score"],
+            "conf": t["conf"] if "conf" in t else t["score"],  # "score": specs written before the rename
             "iou": t["iou"],
             "multi_label": t["multi_label"],
             "agnostic": t["agnostic"],

@@ -23,7 +23,12 @@ def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def annotate(image: np.ndarray, detections: Detections, show_score: bool = True) -> np.ndarray:
-    """A copy of a BGR image with boxes (or polygons, when present) and "name #track score" labels."""
+    """A copy of a BGR image with boxes (or polygons, when present) and "name #track score" labels.
+
+    Example::
+
+        cv2.imwrite("boxed.jpg", annotate(image, pipe(image)))
+    """
     canvas = image.copy()
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(height, width) / 400))

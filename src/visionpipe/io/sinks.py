@@ -16,7 +16,14 @@ T = TypeVar("T")
 
 
 class Sink(Generic[T]):
-    """Receives items in order; ``close`` publishes, ``abort`` discards. A context manager."""
+    """Receives items in order; ``close`` publishes, ``abort`` discards. A context manager.
+
+    Example::
+
+        class Printer(Sink[Result]):
+            def write(self, result):
+                print(result.image_id)
+    """
 
     def write(self, item: T) -> None:
         raise NotImplementedError

@@ -35,7 +35,13 @@ SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
 
 @dataclass
 class DetectionModel:
-    """A backend, its decoder and everything needed to feed and read it."""
+    """A backend, its decoder and everything needed to feed and read it.
+
+    Example::
+
+        model = load_model("yolox.yaml")
+        model.family, model.input_hw, model.class_names, model.backend.runtime
+    """
 
     name: str
     family: str
@@ -71,6 +77,12 @@ def load_model(
     ``runtime`` (or the spec's ``runtime:``) names the runtime; without it the file's suffix picks
     one (:mod:`visionpipe.models.backends`). ``input_size`` (an int for a square, or (height, width))
     overrides the spec's.
+
+    Example::
+
+        model = load_model("yolox.yaml")                        # a spec file
+        model = load_model("yolov8n.onnx")                      # Ultralytics metadata configures it
+        model = load_model({"model": "m.xml", "family": "yolox"}, device="cpu")   # OpenVINO IR
     """
     spec = resolve_spec(source)
     updates: dict = {k: v for k, v in {"family": family, "runtime": runtime}.items() if v is not None}
@@ -135,8 +147,8 @@ def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
 
 def apply_thresholds(base: DecodeParams, thresholds: ThresholdSpec, class_names: tuple[str, ...]) -> DecodeParams:
     fields = {
-        "score_threshold": thresholds.score,
-        "iou_threshold": thresholds.iou,
+        "conf": thresholds.conf,
+        "iou": thresholds.iou,
         "multi_label": thresholds.multi_label,
         "agnostic": thresholds.agnostic,
         "top_k": thresholds.top_k,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from visionpipe.errors import SpecError, VisionpipeError
 
@@ -42,7 +42,8 @@ class PreprocessSpec(_Strict):
 
 
 class ThresholdSpec(_Strict):
-    score: float | None = Field(None, ge=0, le=1)
+    # ``score`` is its former name, still read; ``conf`` is what the CLI and Pipeline call it too
+    conf: float | None = Field(None, ge=0, le=1, validation_alias=AliasChoices("conf", "score"))
     iou: float | None = Field(None, ge=0, le=1)
     multi_label: bool | None = None
     agnostic: bool | None = None
@@ -52,6 +53,14 @@ class ThresholdSpec(_Strict):
 
 
 class ModelSpec(_Strict):
+    """A model described by data (see the module doc for every field).
+
+    Example::
+
+        spec = ModelSpec.from_file("yolox.yaml")
+        spec = ModelSpec.from_dict({"model": "yolox.onnx", "family": "yolox", "thresholds": {"conf": 0.3}})
+    """
+
     model: Path
     family: str | None = None
     # which runtime runs the file (visionpipe.models.backends); by default its suffix decides
@@ -149,8 +158,8 @@ def model_spec_dict(model: DetectionModel, model_file: str | os.PathLike) -> dic
         "thresholds": {
             k: v
             for k, v in {
-                "score": float(params.score_threshold),
-                "iou": float(params.iou_threshold),
+                "conf": float(params.conf),
+                "iou": float(params.iou),
                 "multi_label": bool(params.multi_label),
                 "agnostic": bool(params.agnostic),
                 "classes": None if params.classes is None else [int(c) for c in params.classes],

@@ -78,6 +78,11 @@ def optimize_model(
     ``int8`` without ``calibration`` images writes dynamic (weights-only) int8. With validation
     images and their COCO ``annotations``, static int8 is accuracy-aware (within ``max_map_drop``
     and ``max_size_ratio``) and every other variant is scored against the source.
+
+    Example::
+
+        report = optimize_model("yolox.yaml", "optimized/", fp16=True, int8=True, calibration=paths[:32])
+        report.variants, report.failures
     """
     say = progress or (lambda message: None)
     if not any((int8, int8_dynamic, fp16, prune is not None, dynamic_batch, simplify)):

@@ -26,6 +26,10 @@ class FusionConfig:
     The IoU and skip thresholds default to what scored best for YOLOX-Nano + NanoDet-m on the
     128 COCO train2017 photos of the test assets (a grid over weights, IoU, skip threshold and
     confidence type), chosen there so that the val2017 figures stay an honest test.
+
+    Example::
+
+        Pipeline(["yolox.yaml", "nanodet.yaml"], fusion=FusionConfig(method="wbf", weights=(3, 1), iou_threshold=0.6))
     """
 
     method: FusionMethod = FusionMethod.WBF
@@ -67,6 +71,10 @@ def fuse_members(
     its class ids to positions in ``class_names`` (the union of the members' classes). Each group
     of classes known to the same members is fused among those members alone; a class only one
     member knows passes through with its scores unchanged. At most ``max_det`` boxes, best first.
+
+    Example::
+
+        fused = fuse_members([a, b], [a_to_union, b_to_union], names, FusionConfig(), (480, 640), max_det=300)
     """
     mapped = {
         k: _to_ensemble(dets, to_ensemble[k], class_names) for k, dets in enumerate(detections) if dets is not None

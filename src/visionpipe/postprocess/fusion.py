@@ -35,6 +35,13 @@ from visionpipe.postprocess.nms import nms as greedy_nms
 
 
 class FusionMethod(str, Enum):
+    """How boxes of several models are merged; the CLI's ``--fusion`` takes the values.
+
+    Example::
+
+        FusionMethod("wbf") is FusionMethod.WBF   # also "nms", "soft-nms", "nmw", "vote"
+    """
+
     NMS = "nms"
     SOFT_NMS = "soft-nms"
     WBF = "wbf"
@@ -529,6 +536,10 @@ def fuse(
 
     All members must share class names (map them first: see ``align_classes``). The result keeps,
     per box, ``data["models"]`` (distinct models that agreed) and ``data["members"]`` (boxes fused).
+
+    Example::
+
+        fused = fuse([yolox_dets, nanodet_dets], FusionMethod.WBF, image_size=(640, 480), weights=[2, 1])
     """
     method = FusionMethod(method)
     if not members:

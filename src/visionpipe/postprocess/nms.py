@@ -40,6 +40,10 @@ def nms(
     ``class_ids`` makes it class-aware (boxes of different classes never suppress each other);
     ``top_k`` keeps only the best-scoring candidates before suppression and ``max_det`` caps the
     number kept after it.
+
+    Example::
+
+        keep = nms(boxes, scores, 0.5, class_ids=class_ids, max_det=300)   # indices, best first
     """
     boxes = np.asarray(boxes)
     scores = np.asarray(scores)

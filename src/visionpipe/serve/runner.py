@@ -60,7 +60,7 @@ class ModelRunner:
         max_det: int | None = None,
     ) -> DecodeParams:
         """The model's thresholds with a request's overrides (same names as everywhere: conf, iou, ...)."""
-        overrides: dict[str, Any] = {"score_threshold": conf, "iou_threshold": iou, "max_det": max_det}
+        overrides: dict[str, Any] = {"conf": conf, "iou": iou, "max_det": max_det}
         if classes is not None:
             overrides["classes"] = class_ids_for(classes, self.class_names)
         return dataclasses.replace(self.pipeline.params, **{k: v for k, v in overrides.items() if v is not None})

@@ -44,7 +44,13 @@ class DropCause(str, Enum):
 
 @dataclass
 class FrameResult:
-    """One processed frame: its detections (tracked, when a tracker is set) or the error."""
+    """One processed frame: its detections (tracked, when a tracker is set) or the error.
+
+    Example::
+
+        for result in processor.results():
+            result.frame.index, result.detections, result.latency
+    """
 
     frame: Frame
     detections: Detections | None
@@ -122,6 +128,12 @@ class VideoProcessor:
     ``clock`` and ``sleep`` come in as parameters so pacing and latency are testable without
     waiting. Use as a context manager, or ``start()`` / ``results()`` / ``stop()``; ``run()`` does
     all three and returns the final statistics.
+
+    Example::
+
+        with VideoProcessor(Pipeline("yolox.yaml"), "street.mp4", tracker=ByteTracker()) as video:
+            for frame in video.results():
+                print(frame.frame.index, len(frame.detections or ()))
     """
 
     def __init__(

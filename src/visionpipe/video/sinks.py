@@ -32,7 +32,12 @@ def frame_record(result: FrameResult) -> dict:
 
 
 class JsonlSink(Sink):
-    """One JSON line per processed frame, flushed as it goes (a live log can be followed with tail)."""
+    """One JSON line per processed frame, flushed as it goes (a live log can be followed with tail).
+
+    Example::
+
+        VideoProcessor(pipeline, "street.mp4", sinks=[JsonlSink("frames.jsonl")]).run()
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -49,6 +54,13 @@ class JsonlSink(Sink):
 
 
 class CallbackSink(Sink):
+    """Calls a function with every processed frame, on the processor's thread.
+
+    Example::
+
+        VideoProcessor(pipeline, "street.mp4", sinks=[CallbackSink(lambda r: print(r.frame.index))]).run()
+    """
+
     def __init__(self, callback: Callable[[FrameResult], None]) -> None:
         self.callback = callback
 
@@ -64,6 +76,10 @@ class VideoFileSink(Sink):
     H.264 through PyAV when it is installed (``pip install 'visionpipe[video]'``), else OpenCV's
     MPEG-4 Part 2 ("mp4v") writer, which every OpenCV build has. The frame size is taken from the
     first frame; ``fps`` should be the source's (a function is asked when the first frame arrives).
+
+    Example::
+
+        VideoProcessor(pipeline, "street.mp4", sinks=[VideoFileSink("annotated.mp4", fps=25)]).run()
     """
 
     def __init__(self, path: str | Path, fps: float | Callable[[], float | None], codec: str | None = None) -> None:

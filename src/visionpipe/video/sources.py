@@ -136,6 +136,14 @@ class VideoSource:
     Subclasses implement ``_open()``, ``_read()`` and ``_release()``. ``read()`` opens the source on
     first use when ``open()`` was not called. Sources are read from one thread; ``close()`` may be
     called from another and interrupts a reconnection wait.
+
+    Example::
+
+        source = open_source("street.mp4")
+        source.subscribe(lambda event: print(event.state))
+        with source:
+            for frame in source:
+                ...
     """
 
     def __init__(self, name: str, *, clock: Clock = time.monotonic) -> None:
@@ -576,7 +584,14 @@ class ImageFolderSource(VideoSource):
 def open_source(spec: str | int | os.PathLike | Sequence[str | os.PathLike], **kwargs: Any) -> VideoSource:
     """A source for what a user names: a folder or a list of image paths → :class:`ImageFolderSource`;
     a file, a camera index (int or digit string) or a URL → :class:`CaptureSource`. ``kwargs`` go to
-    the chosen class. The source is returned unopened (use it as a context manager, or ``open()``)."""
+    the chosen class. The source is returned unopened (use it as a context manager, or ``open()``).
+
+    Example::
+
+        with open_source("rtsp://camera/stream") as source:   # or a file, a folder, 0 for a webcam
+            for frame in source:
+                frame.index, frame.image
+    """
     if isinstance(spec, (list, tuple)):
         return ImageFolderSource(spec, **kwargs)
     if isinstance(spec, (str, os.PathLike)) and not isinstance(spec, int):

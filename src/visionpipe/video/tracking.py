@@ -251,6 +251,12 @@ class ByteTracker:
     (ByteTrack numbers tentative tracks too, so its ids have gaps); ByteTrack's final pruning of
     lost tracks that overlap a tracked one is not done: such a lost track simply ages out after
     ``max_lost`` frames.
+
+    Example::
+
+        tracker = ByteTracker()
+        for frame_detections in per_frame:
+            tracked = tracker.update(frame_detections)   # tracked.tracker_id holds the ids
     """
 
     def __init__(

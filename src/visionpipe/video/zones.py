@@ -72,6 +72,12 @@ class LineCounter:
 
     ``in_count``/``out_count`` are totals, ``counts_by_class`` maps a class id to ``{"in": n,
     "out": m}`` using each crossing detection's class.
+
+    Example::
+
+        line = LineCounter((0, 300), (640, 300))
+        crossed_in, crossed_out = line.update(tracked)   # tracked: Detections with tracker_id
+        line.in_count, line.out_count
     """
 
     def __init__(
@@ -208,6 +214,11 @@ class PolygonZone:
     updates the track has been inside, this one included; a track that is outside or missing on an
     update leaves the dict (and starts from 1 if it comes back). Untracked detections are counted
     but have no dwell.
+
+    Example::
+
+        zone = PolygonZone([(100, 100), (400, 100), (400, 300), (100, 300)])
+        inside = zone.update(tracked)   # a boolean mask over the boxes; zone.count, dwell times
     """
 
     def __init__(self, points: Sequence[Sequence[float]] | np.ndarray, anchor: str = "bottom_center") -> None:

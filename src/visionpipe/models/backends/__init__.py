@@ -61,7 +61,12 @@ def register_runtime(
     device: str | None = None,
     summary: str = "",
 ) -> Runtime:
-    """Make a runtime available by name (and by file suffix); a later registration replaces one."""
+    """Make a runtime available by name (and by file suffix); a later registration replaces one.
+
+    Example::
+
+        register_runtime("ncnn", "my_pkg.ncnn_backend:NcnnBackend", suffixes=(".param",), extra="ncnn")
+    """
     runtime = Runtime(name, backend, tuple(s.lower() for s in suffixes), extra, package, device, summary)
     RUNTIMES[name] = runtime
     return runtime

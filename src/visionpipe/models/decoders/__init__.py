@@ -42,6 +42,13 @@ def register_decoder(cls: type[Decoder], *, replace: bool = False) -> type[Decod
     """Register a decoder class under its ``family`` and ``aliases``; usable as a class decorator.
 
     A name already taken by another class is refused unless ``replace=True``.
+
+    Example::
+
+        @register_decoder
+        class MyDecoder(Decoder):
+            family = "mydet"
+            ...
     """
     if not (isinstance(cls, type) and issubclass(cls, Decoder)):
         raise SpecError(f"{cls!r} is not a visionpipe Decoder subclass")

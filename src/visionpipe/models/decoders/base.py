@@ -24,32 +24,72 @@ from visionpipe.models.backend import TensorInfo
 from visionpipe.preprocess import ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DecodeParams:
-    """Thresholds applied when turning raw outputs into detections.
+    """Thresholds applied when turning raw outputs into detections, named as everywhere else (the
+    ``Pipeline`` keywords, the CLI flags, the spec's ``thresholds``): ``conf``, ``iou``, ...
 
     ``classes`` keeps only those class ids; ``top_k`` keeps the best candidates before NMS and
     ``max_det`` caps the detections after it; ``multi_label`` keeps every (box, class) pair above
-    the threshold instead of only the best class of each box.
+    the threshold instead of only the best class of each box. The former keywords
+    ``score_threshold`` and ``iou_threshold`` are still accepted (and readable) as aliases.
+
+    Example::
+
+        DecodeParams(conf=0.3, iou=0.5, max_det=100)
     """
 
-    score_threshold: float = 0.25
-    iou_threshold: float = 0.45
-    multi_label: bool = False
-    agnostic: bool = False
-    classes: tuple[int, ...] | None = None
-    top_k: int | None = 1000
-    max_det: int = 300
+    conf: float
+    iou: float
+    multi_label: bool
+    agnostic: bool
+    classes: tuple[int, ...] | None
+    top_k: int | None
+    max_det: int
 
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if self.max_det < 0 or (self.top_k is not None and self.top_k < 0):
+    def __init__(
+        self,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        multi_label: bool = False,
+        agnostic: bool = False,
+        classes: tuple[int, ...] | None = None,
+        top_k: int | None = 1000,
+        max_det: int = 300,
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+    ) -> None:
+        # the aliases win: dataclasses.replace(params, score_threshold=x) passes the current conf too
+        conf = conf if score_threshold is None else score_threshold
+        iou = iou if iou_threshold is None else iou_threshold
+        if not 0.0 <= conf <= 1.0:
+            raise ValueError(f"conf must be in [0, 1], got {conf}")
+        if not 0.0 <= iou <= 1.0:
+            raise ValueError(f"iou must be in [0, 1], got {iou}")
+        if max_det < 0 or (top_k is not None and top_k < 0):
             raise ValueError("top_k and max_det must not be negative")
-        if self.classes is not None:
-            object.__setattr__(self, "classes", tuple(int(c) for c in self.classes))
+        values = {
+            "conf": float(conf),
+            "iou": float(iou),
+            "multi_label": bool(multi_label),
+            "agnostic": bool(agnostic),
+            "classes": None if classes is None else tuple(int(c) for c in classes),
+            "top_k": top_k,
+            "max_det": max_det,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def score_threshold(self) -> float:
+        """Former name of :attr:`conf`."""
+        return self.conf
+
+    @property
+    def iou_threshold(self) -> float:
+        """Former name of :attr:`iou`."""
+        return self.iou
 
 
 @dataclass(frozen=True)
@@ -142,11 +182,11 @@ def select_scores(class_scores: np.ndarray, params: DecodeParams) -> tuple[np.nd
         allowed[[c for c in params.classes if 0 <= c < class_scores.shape[1]]] = True
         class_scores = np.where(allowed, class_scores, -np.inf)
     if params.multi_label:
-        rows, cols = np.nonzero(class_scores > params.score_threshold)
+        rows, cols = np.nonzero(class_scores > params.conf)
         return rows, cols, class_scores[rows, cols]
     cols = class_scores.argmax(axis=1)
     best = np.take_along_axis(class_scores, cols[:, None], axis=1)[:, 0]
-    rows = np.flatnonzero(best > params.score_threshold)
+    rows = np.flatnonzero(best > params.conf)
     return rows, cols[rows], best[rows]
 
 

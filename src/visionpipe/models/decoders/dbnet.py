@@ -33,7 +33,7 @@ class DbnetDecoder(Decoder):
     aliases = ("ppocr", "db")
     # PP-OCR det as PaddleOCR feeds it: BGR, x / 255, then (x - 0.5) / 0.5; shrunk to fit 960
     # (never enlarged), sides rounded to multiples of 32, no padding -- a padded border reads as a
-    # text edge. score_threshold is DBNet's box threshold.
+    # text edge. conf is DBNet's box threshold.
     preset = FamilyPreset(
         PreprocessConfig(
             resize=ResizeMode.FIT,
@@ -44,7 +44,7 @@ class DbnetDecoder(Decoder):
             std=(0.5, 0.5, 0.5),
             size_divisor=32,
         ),
-        DecodeParams(score_threshold=0.5, max_det=1000),
+        DecodeParams(conf=0.5, max_det=1000),
         ("text",),
         input_size=(960, 960),
     )
@@ -86,7 +86,7 @@ class DbnetDecoder(Decoder):
             if min(w, h) < self.min_size:
                 continue
             score = _mean_inside(prob, contour)
-            if score <= params.score_threshold:
+            if score <= params.conf:
                 continue
             grow = w * h * self.unclip_ratio / (2 * (w + h))
             w, h = w + 2 * grow, h + 2 * grow

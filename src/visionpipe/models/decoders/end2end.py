@@ -37,7 +37,7 @@ class End2EndDecoder(Decoder):
         return [self._decode_one(pred, params) for pred in outputs[0]]
 
     def _decode_one(self, pred: np.ndarray, params: DecodeParams) -> Candidates:
-        keep = pred[:, 4] > params.score_threshold
+        keep = pred[:, 4] > params.conf
         class_ids = pred[:, 5].astype(np.int64)
         if params.classes is not None:
             keep &= np.isin(class_ids, params.classes)

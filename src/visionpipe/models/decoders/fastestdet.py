@@ -30,7 +30,7 @@ class FastestdetDecoder(Decoder):
         PreprocessConfig(
             resize=ResizeMode.STRETCH, interpolation="area", channel_order=ChannelOrder.BGR, scale=1 / 255
         ),
-        DecodeParams(iou_threshold=0.45, multi_label=False),
+        DecodeParams(iou=0.45, multi_label=False),
         COCO80_NAMES,
     )
     options = ("objectness_power", "class_power")

@@ -40,7 +40,7 @@ class NanodetDecoder(Decoder):
             mean=(103.53, 116.28, 123.675),
             std=(57.375, 57.12, 58.395),
         ),
-        DecodeParams(iou_threshold=0.6, multi_label=True),
+        DecodeParams(iou=0.6, multi_label=True),
         COCO80_NAMES,
     )
     options = ("strides", "reg_max")

@@ -32,7 +32,7 @@ from visionpipe.models.decoders.base import (
 class Yolov5Decoder(Decoder):
     family = "yolov5"
     summary = "(B, N, 5+C): cx, cy, w, h, objectness, class scores (decoded, or raw with anchors in the spec)"
-    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.45))
+    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou=0.45))
     options = ("anchors", "strides", "logits")
     generality = 1
 

@@ -24,7 +24,7 @@ class Yolov8Decoder(Decoder):
     family = "yolov8"
     summary = "(B, 4+C, N): cx, cy, w, h in input pixels, then class scores (YOLOv8, YOLO11)"
     aliases = ("yolo11", "yolov11")
-    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou_threshold=0.7))
+    preset = FamilyPreset(ULTRALYTICS_INPUT, DecodeParams(iou=0.7))
 
     def _bind(self, outputs: list[TensorInfo]) -> int | None:
         out = expect_rank3(outputs, self.family)

@@ -38,7 +38,7 @@ class YoloxDecoder(Decoder):
             channel_order=ChannelOrder.BGR,
             scale=1.0,
         ),
-        DecodeParams(iou_threshold=0.65, multi_label=True),
+        DecodeParams(iou=0.65, multi_label=True),
         COCO80_NAMES,
     )
     options = ("strides",)
@@ -63,7 +63,7 @@ class YoloxDecoder(Decoder):
         # Rows whose best possible score cannot pass the threshold are dropped before the (C-wide)
         # score matrix is formed: at low thresholds most cells still go, at high ones nearly all.
         objectness = pred[:, 4]
-        live = np.flatnonzero(objectness * pred[:, 5:].max(axis=1) > params.score_threshold)
+        live = np.flatnonzero(objectness * pred[:, 5:].max(axis=1) > params.conf)
         pred = pred[live]
         rows, class_ids, scores = select_scores(pred[:, 4:5] * pred[:, 5:], params)
         cell = live[rows]
