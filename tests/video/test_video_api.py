@@ -198,3 +198,28 @@ def test_the_readme_video_flow_runs_to_its_end_within_a_timeout(assets, capsys):
     processed, ins, outs = (int(v) for v in re.findall(r"(\d+) frames, (\d+) in, (\d+) out", printed)[0])
     assert processed == 140  # 1394 frames, every 10th
     assert ins + outs >= 0
+
+
+def test_labels_are_drawn_over_the_status_line_and_counts_not_under(tmp_path):
+    """A box in the bottom-left corner puts its label where the status line goes: the label
+    (filled with the class colour) must be what the frame shows there."""
+    from visionpipe.io.annotate import class_colour
+    from visionpipe.video.frames import Frame
+    from visionpipe.video.processor import FrameResult, LineOverlay, Overlay
+
+    image = np.full((240, 320, 3), 90, np.uint8)
+    dets = Detections(xyxy=[[0, 230, 120, 239]], confidence=[0.9], class_id=[0], class_names=("person",))
+    overlay = Overlay(line=LineOverlay((0, 225), (320, 225), 12, 34))
+    sink = VideoFileSink(tmp_path / "one.mp4", 10.0)
+    frame = Frame(index=0, timestamp=0.0, image=image, captured_at=0.0)
+    sink.write(FrameResult(frame, dets, None, 0.02, None, overlay))
+    sink.close()
+    capture = cv2.VideoCapture(str(tmp_path / "one.mp4"))
+    ok, drawn = capture.read()
+    capture.release()
+    assert ok
+    # the label box sits just above the detection (rows ~214..229) from x = 0, where the status
+    # line's black box and the line's count labels would otherwise be
+    region = drawn[218:228, 2:40].reshape(-1, 3).astype(int)
+    colour = np.array(class_colour(0))
+    assert (np.abs(region - colour).max(axis=1) < 70).mean() > 0.5
