@@ -119,3 +119,37 @@ def test_a_bad_result_is_skipped_not_raised(tmp_path):
         monitor.observe(SimpleNamespace(image_id="x", detections="not detections", image_size=None))
         monitor.observe(result(1, 2))
         assert monitor.flush() == 1
+
+
+def test_a_time_range_past_retention_is_checked_on_the_window_histograms(tmp_path):
+    from scipy import stats
+
+    clock = FakeClock(3_600_000.0)
+    rng = np.random.default_rng(3)
+    path = tmp_path / "m.db"
+    with Monitor(path, clock=clock, tag="ref") as monitor:
+        for i in range(300):
+            monitor.observe(result(i, 1), image_features={"brightness": float(rng.normal(100, 10))})
+        monitor.flush()
+        spec = freeze_reference(monitor.store, "r", clock=clock)
+    # later writers keep no raw rows: only window statistics over the reference's bins
+    for tag, mean in (("same", 100), ("dark", 80)):
+        with Monitor(path, clock=clock, tag=tag, keep_raw=False, window_seconds=3600) as monitor:
+            for i in range(200):
+                monitor.observe(result(i, 1), image_features={"brightness": float(rng.normal(mean, 10))})
+    with Store.open(path) as store:
+        assert not store.records(tag="dark")
+        same = check(store, tag="same", since=clock.now - 3600)
+        dark = check(store, tag="dark", since=clock.now - 3600)
+        live = next(w for w in store.window_stats("dark") if w[2] == "brightness")
+    assert same.window["source"] == "histograms" and same.window["images"] == 200
+    assert "brightness" not in same.drifted and "brightness" in dark.drifted
+    chi2 = next(r for r in dark.results if r.feature == "brightness" and r.test == "chi2_binned")
+    ref_counts = np.bincount(
+        np.searchsorted(np.asarray(spec["edges"]["brightness"][1:-1]), spec["samples"]["brightness"], side="right"),
+        minlength=len(live[9]),
+    )
+    table = np.vstack([ref_counts, live[9]])
+    table = table[:, table.sum(axis=0) > 0]
+    assert chi2.statistic == pytest.approx(stats.chi2_contingency(table, correction=False)[0], rel=1e-12)
+    assert dark.levels["count_mean"] == 1.0

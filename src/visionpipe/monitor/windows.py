@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from visionpipe.errors import MonitorDataError
 from visionpipe.monitor import drift
 from visionpipe.monitor.features import IMAGE_FEATURES, PREDICTION_FEATURES
+from visionpipe.monitor.monitor import CLASSES
 from visionpipe.monitor.store import Store
 
 DRIFT_FEATURES = IMAGE_FEATURES + PREDICTION_FEATURES
@@ -217,6 +219,8 @@ def check(
         )
     name, spec = found
     rows = store.records(tag=tag, last=last, since=since, until=until)
+    if not rows and last is None:
+        return check_histograms(store, name, spec, since=since, until=until, tag=tag, alpha=alpha)
     current = Window.from_records(rows)
     if not rows:
         raise MonitorDataError("no records in the chosen window")
@@ -239,6 +243,83 @@ def check(
         levels=current.levels(),
         reference_levels=spec.get("levels", {}),
         drifted=drifted,
+    )
+
+
+def check_histograms(
+    store: Store,
+    name: str,
+    spec: dict,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    tag: str | None = None,
+    alpha: float = drift.DEFAULT_ALPHA,
+) -> CheckResult:
+    """A time range whose raw rows have expired, checked on the window histograms alone.
+
+    Only windows written while this reference was in force carry its bins. Per feature: a
+    chi-square test of homogeneity of the reference's and the window's bin counts (Holm-corrected
+    across features, like KS on raw rows) and PSI; the class mix as usual. Serial correlation cannot
+    be estimated from histograms, so these tests assume independent images.
+    """
+    # whole windows that start inside the range
+    rows = [r for r in store.window_stats(tag) if (since is None or r[0] >= since) and (until is None or r[0] < until)]
+    if not rows:
+        raise MonitorDataError("no records and no window statistics in the chosen time range")
+    reference = reference_window(spec)
+    edges = spec.get("edges", {})
+    counts: dict[str, np.ndarray] = {}
+    totals: dict[str, list[float]] = {}
+    classes: dict[str, int] = {}
+    images = 0
+    for _start, _tag, feature, n, total, _sq, _lo, _hi, ref_name, bins in rows:
+        if feature == CLASSES:
+            images += n
+            for cls, count in (bins or {}).items():
+                classes[cls] = classes.get(cls, 0) + count
+            continue
+        item = totals.setdefault(feature, [0.0, 0.0])
+        item[0] += n
+        item[1] += total
+        if ref_name == name and bins is not None and feature in edges and len(bins) == len(edges[feature]) - 1:
+            counts[feature] = counts.get(feature, np.zeros(len(bins))) + np.asarray(bins, dtype=np.float64)
+    chi2, others = [], []
+    for feature in DRIFT_FEATURES:
+        if feature not in counts or feature not in reference.values:
+            continue
+        bins = np.asarray(edges[feature], dtype=np.float64)
+        ref = drift.histogram(reference.values[feature], bins).astype(np.float64)
+        cur = counts[feature]
+        seen = (ref + cur) > 0
+        if ref.sum() < drift.MIN_SAMPLES or cur.sum() < drift.MIN_SAMPLES or seen.sum() < 2:
+            continue
+        statistic, p, _, _ = stats.chi2_contingency(np.vstack([ref[seen], cur[seen]]), correction=False)
+        n_ref, n_cur = int(ref.sum()), int(cur.sum())
+        chi2.append(
+            drift.DriftResult(feature, "chi2_binned", float(statistic), float(p), alpha, p <= alpha, n_ref, n_cur)
+        )
+        psi = drift.psi_from_counts(ref, cur)
+        others.append(
+            drift.DriftResult(feature, "psi", psi, None, drift.PSI_THRESHOLD, psi > drift.PSI_THRESHOLD, n_ref, n_cur)
+        )
+    results = drift.holm(chi2, alpha) + others + drift.class_mix_tests(reference.classes, classes, alpha)
+    means = {k: v[1] / v[0] for k, v in totals.items() if v[0] > 0}
+    levels: dict[str, float | None] = {
+        "images": float(images),
+        "error_rate": means.get("error"),
+        "empty_rate": means.get("empty"),
+        "confidence_mean": means.get("confidence_mean"),
+        "count_mean": means.get("count"),
+        "latency_p95_seconds": None,  # a percentile cannot be read back from sums
+    }
+    return CheckResult(
+        reference=name,
+        window={"tag": tag, "last": None, "since": since, "until": until, "images": images, "source": "histograms"},
+        results=results,
+        levels=levels,
+        reference_levels=spec.get("levels", {}),
+        drifted=list(dict.fromkeys(r.feature for r in results if r.drift and r.p_value is not None)),
     )
 
 
