@@ -196,3 +196,9 @@ def test_result_plot_and_top_level_annotate(tiny, tmp_path):
     np.testing.assert_array_equal(from_array.plot(image), drawn)
     with pytest.raises(ValueError, match="pass the image"):
         from_array.plot()
+
+
+def test_class_name_is_per_box_and_class_names_the_mapping(tracked):
+    assert tracked.class_name.tolist() == ["person", "dog", "car"] == tracked.names
+    assert tracked.class_names == NAMES  # Ultralytics' `names`: the id -> name list
+    assert Detections.empty(NAMES).class_name.shape == (0,)

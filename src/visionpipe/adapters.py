@@ -12,7 +12,7 @@ so converting them does not import ultralytics at all.
 Vocabulary: visionpipe and supervision share the column names (``xyxy``, ``confidence``,
 ``class_id``, ``tracker_id``). A supervision ``data["class_name"]`` array becomes visionpipe's
 ``class_names`` (the id -> name list, which Ultralytics calls ``names``); visionpipe's
-``Detections.names`` is the name of every box, like supervision's ``data["class_name"]``.
+``Detections.class_name`` is the name of every box, like supervision's ``data["class_name"]``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def to_supervision(detections: Detections) -> Any:
         raise MissingExtraError("supervision", "supervision", "Detections.to_supervision") from None
     data: dict[str, Any] = {key: np.asarray(value) for key, value in detections.data.items()}
     if detections.class_names:
-        data[CLASS_NAME_KEY] = np.array(detections.names, dtype=str).reshape(len(detections))
+        data[CLASS_NAME_KEY] = detections.class_name
     return sv.Detections(
         xyxy=detections.xyxy.copy(),
         confidence=detections.confidence.copy(),

@@ -170,8 +170,16 @@ class Detections:
         return box_area(self.xyxy)
 
     @property
+    def class_name(self) -> np.ndarray:
+        """The class name of every box, as a (N,) string array (its id as text when the names are
+        unknown) — supervision's ``data["class_name"]``. The id -> name list is ``class_names``
+        (what Ultralytics calls ``names``)."""
+        return np.array(self.names, dtype=str).reshape(len(self))
+
+    @property
     def names(self) -> list[str]:
-        """The class name of every box (its id as text when the names are unknown)."""
+        """The class name of every box, as a list (the same as ``class_name``). Not the id -> name
+        mapping Ultralytics calls ``names``: that is ``class_names`` here; prefer ``class_name``."""
         if not self.class_names:
             return [str(c) for c in self.class_id]
         return [self.class_names[c] for c in self.class_id]
