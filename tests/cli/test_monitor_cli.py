@@ -78,17 +78,40 @@ def test_errors_are_one_line(cli, tmp_path):
 
 def test_video_with_monitor_and_metrics_port(cli, asset, yolox_spec, tmp_path):
     import socket
+    import threading
+    import time
+    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     store = tmp_path / "video.db"
     clip = asset("video/car-detection.mp4")
-    done = cli(
-        "video", clip, "-m", yolox_spec, "--stride", "10", "--monitor", store, "--monitor-tag", "cars",
-        "--metrics-port", port,
-    )  # fmt: skip
+    scraped: list[str] = []
+    finished = threading.Event()
+
+    def scrape() -> None:  # poll /metrics while the command runs (played at 10x its pace: ~3 s)
+        while not finished.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                    scraped.append(response.read().decode())
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=scrape, daemon=True)
+    poller.start()
+    try:
+        done = cli(
+            "video", clip, "-m", yolox_spec, "--stride", "10", "--realtime", "--speed", "10", "--monitor", store,
+            "--monitor-tag", "cars", "--metrics-port", port,
+        )  # fmt: skip
+    finally:
+        finished.set()
+        poller.join(5)
     assert done.returncode == 0, describe(done)
+    assert scraped, "the metrics endpoint never answered while the video ran"
+    assert "visionpipe_images_total" in scraped[-1] and "visionpipe_video_frames_captured_total" in scraped[-1]
     processed = json.loads(done.stdout)["processed"]
     from visionpipe.monitor import Store
 

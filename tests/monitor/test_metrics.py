@@ -50,3 +50,38 @@ def test_metrics_over_http_with_a_bounded_class_label():
     assert samples[("visionpipe_stage_duration_seconds_count", (("stage", "infer"),))] == 2
     assert samples[("visionpipe_image_duration_seconds_sum", ())] == pytest.approx(0.048)
     assert samples[("visionpipe_detection_confidence_count", ())] == 4
+
+
+def test_missing_extras_name_the_extra(monkeypatch):
+    import sys
+
+    from visionpipe.errors import MissingExtraError
+    from visionpipe.monitor.store import Store
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(MissingExtraError, match=r"visionpipe\[monitor\]"):
+        Metrics(("person",))
+    with pytest.raises(MissingExtraError, match=r"visionpipe\[monitor\]"):
+        Store.open("postgresql://127.0.0.1/none")
+
+
+def test_video_counters_read_at_scrape_time():
+    from types import SimpleNamespace
+
+    stats = SimpleNamespace(captured=10, dropped={"buffer": 3, "stride": 0}, latency_p95=0.25)
+    metrics = Metrics(())
+    metrics.watch_video(lambda: stats)
+    port = metrics.serve(0)
+    try:
+        stats.captured = 12  # read when scraped, not when registered
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        metrics.close()
+    samples = {
+        (s.name, tuple(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
+    assert samples[("visionpipe_video_frames_captured_total", ())] == 12
+    assert samples[("visionpipe_video_frames_dropped_total", (("cause", "buffer"),))] == 3
+    assert samples[("visionpipe_video_latency_p95_seconds", ())] == 0.25

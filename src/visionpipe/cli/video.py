@@ -150,7 +150,7 @@ def video(
         sinks=sinks,
     )
     most_in_zone = [0] * len(polygons)
-    with monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port):
+    with monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port, video=processor):
         processor.start()
         try:
             with _status() as show:

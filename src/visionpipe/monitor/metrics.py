@@ -8,6 +8,7 @@ process (tests, a server hosting several models).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from visionpipe.errors import MissingExtraError
@@ -78,6 +79,32 @@ class Metrics:
             for stage in STAGES:
                 self.stage.labels(stage=stage).observe(getattr(times, stage, 0.0))
             self.latency.observe(times.total)
+
+    def watch_video(self, stats: Callable[[], Any]) -> None:
+        """Also expose a video processor's counters, read at scrape time from ``stats()`` (e.g.
+        ``lambda: processor.stats``): frames captured, frames dropped by cause, latency p95."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        class VideoCollector:
+            def collect(self):
+                snapshot = stats()
+                yield CounterMetricFamily(
+                    "visionpipe_video_frames_captured", "Frames read from the source", value=snapshot.captured
+                )
+                dropped = CounterMetricFamily(
+                    "visionpipe_video_frames_dropped", "Frames dropped, by cause", labels=["cause"]
+                )
+                for cause, count in snapshot.dropped.items():
+                    dropped.add_metric([cause], count)
+                yield dropped
+                if snapshot.latency_p95 is not None:
+                    yield GaugeMetricFamily(
+                        "visionpipe_video_latency_p95_seconds",
+                        "Capture-to-result latency, 95th percentile",
+                        value=snapshot.latency_p95,
+                    )
+
+        self.registry.register(VideoCollector())
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:
         """Expose ``/metrics`` over HTTP on ``address:port`` (0 picks a free port); return the port."""

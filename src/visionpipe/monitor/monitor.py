@@ -358,16 +358,20 @@ def monitoring(
     tag: str = "default",
     metrics_port: int | None = None,
     metrics_address: str = "127.0.0.1",
+    video: Any = None,
     **options: Any,
 ) -> Iterator[Monitor | Any | None]:
     """Attach a Monitor (``store``) and/or Prometheus metrics served on ``metrics_port`` to a
-    pipeline for the duration of the block; flush and detach at the end."""
+    pipeline for the duration of the block; flush and detach at the end. With ``video`` (a
+    ``VideoProcessor``) the metrics also expose its frame counters."""
     metrics = None
     monitor: Any = None
     if metrics_port is not None:
         from visionpipe.monitor.metrics import Metrics
 
         metrics = Metrics(pipeline.class_names)
+        if video is not None:
+            metrics.watch_video(lambda: video.stats)
         metrics.serve(metrics_port, metrics_address)
     try:
         if store is not None:
