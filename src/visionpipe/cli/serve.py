@@ -52,6 +52,13 @@ def serve(
     new_key: str | None = typer.Option(
         None, "--new-key", help="Print a new API key named NAME and its line for the keys file, then exit."
     ),
+    engine: str = typer.Option(
+        "uvicorn", "--engine", help="uvicorn (default), or ray: the same app as Ray Serve replicas."
+    ),
+    replicas: int = typer.Option(1, "--replicas", min=1, help="With --engine ray: replicas of the app."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --engine ray: the cluster to join (default: start Ray here)."
+    ),
 ) -> None:
     from visionpipe.serve import BatchingConfig, ServeConfig
     from visionpipe.serve.auth import new_key as make_key
@@ -85,6 +92,12 @@ def serve(
         cache_ttl=cache_ttl,
         monitor=monitor,
     )
+    if engine == "ray":
+        from visionpipe.distributed.ray_serve import serve_on_ray
+
+        raise typer.Exit(serve_on_ray(config, replicas=replicas, address=ray_address))
+    if engine != "uvicorn":
+        raise typer.BadParameter(f"expected uvicorn or ray, got {engine!r}", param_hint="--engine")
     from visionpipe.serve import serve as run
 
     raise typer.Exit(run(config))

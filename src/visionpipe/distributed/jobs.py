@@ -137,7 +137,7 @@ def run_job(
     *,
     resume: bool = False,
     workers: int = 1,
-    engine: str = "local",
+    engine: str | Engine = "local",
     ray_address: str | None = None,
     clock: Callable[[], float] = time.perf_counter,
     on_shard: Callable[[dict[str, Any]], None] | None = None,
@@ -145,13 +145,15 @@ def run_job(
     """Run (or, with ``resume``, continue) the sharded job ``settings`` describes, in folder ``out``.
 
     ``workers`` is the number of local processes (1: this process) or, with ``engine="ray"``, of
-    Ray actors (0: as many as the cluster's CPUs allow). ``on_shard`` sees each manifest record.
+    Ray actors (0: as many as the cluster's CPUs allow). ``engine`` may also be any function that
+    turns an iterator of shards and the job folder into manifest records after writing each shard's
+    files with ``write_shard`` (``run_shard`` does both for a pipeline). ``on_shard`` sees each record.
     """
-    if engine not in ENGINES:
+    if isinstance(engine, str) and engine not in ENGINES:
         raise JobError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     folder = Path(out)
     finished = _prepare_folder(folder, settings, resume)
-    summary = JobSummary(folder=str(folder), engine=engine)
+    summary = JobSummary(folder=str(folder), engine=engine if isinstance(engine, str) else "custom")
     for record in finished.values():
         _count(summary, record)
     summary.shards_skipped = len(finished)
@@ -169,10 +171,12 @@ def run_job(
                     "resume with the same inputs, or start a new job in another folder"
                 )
 
-    if engine == "ray":
+    if callable(engine):
+        run_engine: Engine = engine
+    elif engine == "ray":
         from visionpipe.distributed.ray_engine import ray_engine
 
-        run_engine: Engine = ray_engine(settings, workers=workers, address=ray_address)
+        run_engine = ray_engine(settings, workers=workers, address=ray_address)
     else:
         run_engine = local_engine(settings, workers=workers)
 
