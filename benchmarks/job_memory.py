@@ -56,7 +56,7 @@ class StandInPipeline:
 
 def child(mode: str, listing: str, out: str, shard_size: int) -> None:
     from visionpipe.distributed import JobSettings, run_job
-    from visionpipe.distributed.jobs import run_shard
+    from visionpipe.distributed.work import run_shard
 
     settings = JobSettings(sources=(listing,), shard_size=shard_size)
     if mode == "machinery":

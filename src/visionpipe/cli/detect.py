@@ -142,7 +142,7 @@ def detect(
                 "--save-txt": save_txt or save_conf,
             },
             model=model,
-            fusion=fusion.value if fusion else None,
+            fusion=fusion.value if fusion is not None else None,
             weights=weights,
             fusion_iou=fusion_iou,
             family=family,

@@ -25,8 +25,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from visionpipe.distributed.jobs import JobSettings, run_shard, thread_budget
 from visionpipe.distributed.shards import Shard
+from visionpipe.distributed.work import JobSettings, run_shard, thread_budget
 from visionpipe.errors import JobError, MissingExtraError
 
 SHARDS_PER_ACTOR_PER_WINDOW = 8
