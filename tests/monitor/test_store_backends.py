@@ -104,3 +104,38 @@ def test_several_processes_write_one_postgresql_database(postgres_url):
             assert len(store.records(tag=f"w{k}")) == 150
             images = sum(w[3] for w in store.window_stats(f"w{k}") if w[2] == "classes")
             assert images == 150
+
+
+def test_postgresql_connection_dropped_by_the_server_is_reopened(postgres_url):
+    import psycopg
+
+    with Monitor(postgres_url, tag="t", flush_seconds=0.05) as monitor:
+        monitor.observe(SimpleNamespace(image_id="a"), image_features={"brightness": 1.0})
+        monitor.flush()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:  # the server ends our session
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        monitor.observe(SimpleNamespace(image_id="b"), image_features={"brightness": 2.0})
+        assert monitor.flush(timeout=30) == 2
+        assert monitor.write_errors >= 1  # the first attempt failed on the dead connection
+        assert [r[3] for r in monitor.store.records(tag="t")] == ["a", "b"]
+
+
+def test_a_store_that_will_not_commit_is_reported_on_flush(tmp_path):
+    from visionpipe.errors import StoreError
+
+    path = tmp_path / "m.db"
+    monitor = Monitor(path, flush_seconds=0.05)
+    blocker = Store.open(path)  # another process holds the write lock
+    blocker.connection.execute("BEGIN EXCLUSIVE")
+    monitor.store.connection.execute("PRAGMA busy_timeout = 50")
+    try:
+        monitor.observe(SimpleNamespace(image_id="a"), image_features={"brightness": 1.0})
+        with pytest.raises(StoreError, match="did not commit within 1.0 s: database is locked"):
+            monitor.flush(timeout=1.0)
+        blocker.connection.execute("COMMIT")  # the lock goes away: the retry succeeds
+        assert monitor.flush(timeout=10) == 1
+    finally:
+        monitor.close()
+        blocker.close()

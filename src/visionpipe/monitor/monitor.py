@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from visionpipe.detections import Detections
+from visionpipe.errors import StoreError
 from visionpipe.monitor import features as feats
 from visionpipe.monitor.store import Store, clean
 
@@ -104,6 +105,7 @@ class Monitor:
         self.dropped = 0  # observations lost because the queue was full
         self.written = 0  # records committed
         self.write_errors = 0
+        self.last_error: str | None = None
         self._last_purge = float("-inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="visionpipe-monitor", daemon=True)
@@ -159,13 +161,15 @@ class Monitor:
         except Exception as exc:  # monitoring must never break inference
             log.warning("monitor could not read a result: %s", exc)
             return
-        self.observed += 1
+        with self._lock:  # observe may be called from several threads (a server's workers)
+            self.observed += 1
         if self.metrics is not None:
             self.metrics.observe(result)
         try:
             self._queue.put_nowait(observation)
         except queue.Full:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
 
     # -- acknowledgement and lifecycle ----------------------------------------------------------
 
@@ -174,7 +178,8 @@ class Monitor:
         marker = _Flush()
         self._queue.put(marker)
         if not marker.done.wait(timeout):
-            raise TimeoutError("monitor store did not commit in time")
+            cause = f": {self.last_error}" if self.last_error else ""
+            raise StoreError(f"monitor store {self.store.location} did not commit within {timeout} s{cause}")
         return self.written
 
     def close(self) -> None:
@@ -215,13 +220,18 @@ class Monitor:
             if pending and (len(pending) >= self.batch_size or waiting or due):
                 if self._commit(pending):
                     pending, first_at = [], None
-                elif len(pending) > self._queue.maxsize:
-                    self.dropped += len(pending) - self._queue.maxsize
-                    pending = pending[-self._queue.maxsize :]
+                else:
+                    if len(pending) > self._queue.maxsize:  # bounded, even while the store is down
+                        self.dropped += len(pending) - self._queue.maxsize
+                        pending = pending[-self._queue.maxsize :]
+                    time.sleep(min(1.0, self.flush_seconds))  # retry without spinning
             if waiting and not pending:
                 for marker in waiting:
                     marker.done.set()
                 waiting = []
+        if pending:
+            log.error("monitor closed with %d records the store would not take", len(pending))
+            self.dropped += len(pending)
 
     def _commit(self, batch: list[Observation]) -> bool:
         records = []
@@ -251,10 +261,12 @@ class Monitor:
             self.store.write_batch(records, window_rows)
         except Exception as exc:
             self.write_errors += 1
-            log.warning("monitor store write failed (will retry): %s", exc)
+            self.last_error = " ".join(str(exc).split())
+            log.warning("monitor store write failed (will retry): %s", self.last_error)
             self._rebuild_after_failure(batch)
             return False
         self._dirty.clear()
+        self.last_error = None
         self.written += len(batch)
         now = batch[-1].ts
         self._forget_old_windows(now)

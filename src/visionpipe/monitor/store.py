@@ -385,8 +385,9 @@ class PostgresStore(Store):
         except ImportError:
             raise MissingExtraError("psycopg", "monitor", "a PostgreSQL monitor store") from None
         self.location = url
+        self.url = url
         try:
-            self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._connect()
             with self.transaction():
                 # one schema creation at a time when several writers start together
                 self.connection.execute("SELECT pg_advisory_xact_lock(727210)")
@@ -395,7 +396,14 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(f"cannot open monitor store {_redact(url)}: {' '.join(str(exc).split())}") from None
 
+    def _connect(self) -> None:
+        import psycopg
+
+        self.connection = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        if self.connection.closed or self.connection.broken:
+            self._connect()
         cursor = self.connection.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
 
@@ -404,6 +412,8 @@ class PostgresStore(Store):
             cursor.executemany(sql, list(rows))
 
     def transaction(self):
+        if self.connection.closed or self.connection.broken:
+            self._connect()  # the server restarted or dropped us: the writer's retry reconnects
         return self.connection.transaction()
 
     def close(self) -> None:
