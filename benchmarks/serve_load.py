@@ -2,7 +2,7 @@
 
 Two servers run as separate processes (`visionpipe serve`, cache off, YOLOX-Nano 416): one with
 dynamic batching (max batch 8, max queue delay 2 ms) and one at batch 1. Clients are threads with
-keep-alive connections in this process, sending the 64 val2017 JPEGs as raw bodies.
+keep-alive connections (``http.client``) in this process, sending the 64 val2017 JPEGs as raw bodies.
 
 1. Throughput at concurrency 8: batched server, batch-1 server, and in-process ``Pipeline.run`` on
    the same JPEG bytes (batch 1 and batch 8), in interleaved rounds; the ratio server / best
@@ -22,6 +22,7 @@ so the absolute figures move between runs; ratios measured in the same run move 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import signal
 import socket
@@ -78,6 +79,20 @@ class Server:
         return self.process.wait(60)
 
 
+class Client:
+    """A keep-alive HTTP/1.1 connection from the standard library: the lightest client at hand, since
+    it shares the CPU with the server it measures."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=120)
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        self.connection.request("POST", "/v1/models/model/detect", body=body, headers={"Content-Type": "image/jpeg"})
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+
 def closed_loop(url: str, bodies: list[bytes], concurrency: int, requests: int) -> tuple[float, list[float]]:
     """``concurrency`` clients, each sending its next request when the last is answered.
 
@@ -87,19 +102,19 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, requests: int) 
     lock = threading.Lock()
 
     def client() -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
-            while True:
-                with lock:
-                    k = next(counter, None)
-                if k is None:
-                    return
-                start = time.perf_counter()
-                response = http.post("/v1/models/model/detect", content=bodies[k % len(bodies)])
-                elapsed = time.perf_counter() - start
-                if response.status_code != 200:
-                    raise RuntimeError(f"status {response.status_code}: {response.text[:200]}")
-                with lock:
-                    latencies.append(elapsed)
+        http = Client(url)
+        while True:
+            with lock:
+                k = next(counter, None)
+            if k is None:
+                return
+            start = time.perf_counter()
+            status, body = http.post(bodies[k % len(bodies)])
+            elapsed = time.perf_counter() - start
+            if status != 200:
+                raise RuntimeError(f"status {status}: {body[:200]!r}")
+            with lock:
+                latencies.append(elapsed)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -118,22 +133,22 @@ def open_loop(server: Server, bodies: list[bytes], rate: float, requests: int, c
 
     def client() -> None:
         nonlocal rss_early
-        with httpx.Client(base_url=server.url, timeout=120) as http:
-            while True:
-                with lock:
-                    k = next(counter, None)
-                if k is None:
-                    return
-                due = start + k / rate
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                sent = time.perf_counter()
-                response = http.post("/v1/models/model/detect", content=bodies[k % len(bodies)])
-                with lock:
-                    results.append((response.status_code, time.perf_counter() - sent))
-                    if k == requests // 10:
-                        rss_early = server.rss_mb()
+        http = Client(server.url)
+        while True:
+            with lock:
+                k = next(counter, None)
+            if k is None:
+                return
+            due = start + k / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            sent = time.perf_counter()
+            status, _ = http.post(bodies[k % len(bodies)])
+            with lock:
+                results.append((status, time.perf_counter() - sent))
+                if k == requests // 10:
+                    rss_early = server.rss_mb()
 
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client) for _ in range(clients)]:
@@ -154,6 +169,18 @@ def open_loop(server: Server, bodies: list[bytes], rate: float, requests: int, c
         "rss_early_mb": rss_early,
         "rss_end_mb": server.rss_mb(),
     }
+
+
+def stage_sums(url: str) -> dict[str, float]:
+    """Seconds the server has spent per stage and in requests so far (its Prometheus sums)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    sums = {}
+    for stage in ("decode", "queue", "inference", "postprocess"):
+        prefix = f'visionpipe_stage_duration_seconds_sum{{model="model",stage="{stage}"}}'
+        sums[stage] = sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(prefix))
+    prefix = 'visionpipe_request_duration_seconds_sum{model="model"}'
+    sums["request"] = sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(prefix))
+    return sums
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -208,13 +235,22 @@ def main() -> None:
         print(f"| {name} | {value:.1f} | {value / best_in_process:.2f} |")
     print(f"\ndynamic batching / batch 1: {median['server, dynamic batching'] / median['server, batch 1']:.2f}×")
 
-    # 2. latency at concurrency 1
-    _, server_latencies = closed_loop(batched.url, bodies, 1, args.latency_requests)
-    local_latencies = []
+    # 2. latency at concurrency 1, with the server's own account of where the time went
+    # one server request, then the same photo in process, alternately: drift hits both alike
+    before = stage_sums(batched.url)
+    client = Client(batched.url)
+    server_latencies, local_latencies = [], []
     for k in range(args.latency_requests):
+        body = bodies[k % len(bodies)]
         start = time.perf_counter()
-        pipe(bodies[k % len(bodies)])
+        status, _ = client.post(body)
+        server_latencies.append(time.perf_counter() - start)
+        assert status == 200
+        start = time.perf_counter()
+        pipe(body)
         local_latencies.append(time.perf_counter() - start)
+    after = stage_sums(batched.url)
+    inside = {k: 1000 * (after[k] - before[k]) / args.latency_requests for k in after}
     server_p50, local_p50 = percentile(server_latencies, 0.5), percentile(local_latencies, 0.5)
     print("\n## 2. Latency at concurrency 1 (ms)\n")
     print("| path | p50 | p99 |")
@@ -224,6 +260,11 @@ def main() -> None:
         f"| in-process `pipe(jpeg_bytes)` | {1000 * local_p50:.2f} | {1000 * percentile(local_latencies, 0.99):.2f} |"
     )
     print(f"\nserver p50 - in-process p50: {1000 * (server_p50 - local_p50):.2f} ms")
+    print(
+        "server-side means per request (ms): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in inside.items())
+        + " (request = arrival to response inside the app)"
+    )
 
     # 3. twice the saturated throughput, open loop
     pipe.close()

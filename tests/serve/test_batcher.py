@@ -145,3 +145,16 @@ def test_a_lone_request_does_not_wait_but_an_announced_one_is_waited_for():
     batcher.withdraw()  # an announced request failed before it was submitted
     batcher.submit("third")
     assert [i.payload for i in batcher._next_batch()] == ["third"]
+
+
+def test_a_lone_announced_request_runs_in_the_callers_thread_only_when_batching_gains_nothing():
+    clock = FakeClock()
+    batcher = DynamicBatcher(echo, max_batch_size=4, lanes=1, clock=clock)
+    batcher.expect()
+    assert batcher.run_now("alone") == (True, "done alone")
+    assert batcher.counters["batches"] == 1 and batcher._expected == 0
+    batcher.expect()
+    batcher.expect()  # someone else is arriving: better to batch with them
+    assert batcher.run_now("first") == (False, None)
+    batcher.submit("first", expected=True)
+    assert batcher.run_now("second") == (False, None)  # something is queued: join it instead

@@ -152,6 +152,19 @@ def test_tritonclient_uint8_and_bytes_inputs(server, photos, reference):
     assert result.as_numpy("detection_boxes") is None
     with pytest.raises(InferenceServerException, match="unknown model"):
         client.infer("nope", [tensor])
+    # the version routes, the server metadata and the repository extension
+    pinned = client.infer("yolox", [tensor], model_version="1", parameters={"conf": 0.25})
+    assert pinned.get_response()["model_version"] == "1"
+    with pytest.raises(InferenceServerException, match="no loaded version"):
+        client.infer("yolox", [tensor], model_version="9")
+    assert client.is_model_ready("yolox", "1") and not client.is_model_ready("yolox", "9")
+    assert client.get_model_metadata("yolox", "1")["versions"] == ["1"]
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    assert {"name": "yolox", "version": "1", "state": "READY"} in client.get_model_repository_index()
+    with pytest.raises(InferenceServerException, match="disabled"):
+        client.load_model("yolox")
+    with pytest.raises(InferenceServerException, match="disabled"):
+        client.unload_model("yolox")
     client.close()
 
 
@@ -163,7 +176,7 @@ def test_infer_json_tensors_and_rgb(client, photos, reference):
         "inputs": [{"name": "images", "shape": list(small.shape), "datatype": "UINT8", "data": small.tolist()}],
         "parameters": {"conf": 0.01},
     }
-    bgr = client.post("/v2/models/yolox/infer", json=request)
+    bgr = client.post("/v2/models/yolox/versions/1/infer", json=request)
     assert bgr.status_code == 200, bgr.text
     body = bgr.json()
     assert body["id"] == "abc" and body["model_name"] == "yolox"
