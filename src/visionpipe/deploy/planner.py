@@ -153,7 +153,8 @@ class Plan:
             f"Target `{t.name}`: size ≤ {t.max_size_mb:g} MiB, p90 latency ≤ {t.max_latency_ms:g} ms at "
             f"{t.thread_label()}, memory ≤ {'—' if t.max_memory_mb is None else f'{t.max_memory_mb:g} MiB'}, "
             f"mAP loss ≤ {t.max_accuracy_loss:g}; formats {', '.join(t.formats)}; precisions {', '.join(t.precisions)}.",
-            f"Latency and memory are a host proxy: {env.get('cpu', '?')}, measured at {self.threads} thread(s), "
+            f"Latency and memory are a host proxy: {env.get('cpu', '?')}, measured at "
+            f"{f'{self.threads} thread(s)' if self.threads else 'all cores'}, "
             f"onnxruntime {env.get('onnxruntime', '?')}. mAP@.5:.95 on {self.validation_images} confirmation images; "
             f"loss against the float32 source ({_fmt(self.baseline_map, '.4f')}).",
             "",
