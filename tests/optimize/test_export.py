@@ -18,7 +18,7 @@ from visionpipe.errors import BackendUnavailableError, MissingExtraError
 from visionpipe.models.backends.onnxruntime import OnnxRuntimeBackend
 from visionpipe.models.loader import load_model
 from visionpipe.optimize import OptimizationError
-from visionpipe.optimize import export as export_module
+from visionpipe.optimize import convert as export_module  # build_tensorrt_engine lives there
 from visionpipe.optimize.export import (
     BATCH_DIM,
     FixedBatchError,

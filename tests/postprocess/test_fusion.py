@@ -1045,3 +1045,18 @@ def test_fuse_bad_inputs():
         fuse(members, "vote", image_size=(W, H), min_votes=0)
     with pytest.raises(ValueError):
         fuse(members, "median", image_size=(W, H))
+
+
+def test_image_size_in_both_orders_gives_the_same_fusion():
+    """(height, width) is visionpipe's order; ensemble-boxes' (width, height) is still accepted."""
+    from visionpipe.errors import FusionError
+    from visionpipe.postprocess.fusion import fuse
+
+    a = Detections(xyxy=np.array([[10, 20, 110, 60]], np.float32), confidence=[0.9], class_id=[0], class_names=("x",))
+    b = Detections(xyxy=np.array([[12, 22, 108, 58]], np.float32), confidence=[0.8], class_id=[0], class_names=("x",))
+    ours = fuse([a, b], "wbf", image_hw=(100, 300))
+    theirs = fuse([a, b], "wbf", image_size=(300, 100))
+    np.testing.assert_array_equal(ours.xyxy, theirs.xyxy)
+    assert ours.xyxy[0, 2] > 100  # not clipped to a 100-pixel width: the order was read right
+    with pytest.raises(FusionError, match="once"):
+        fuse([a, b], "wbf", image_hw=(100, 300), image_size=(300, 100))

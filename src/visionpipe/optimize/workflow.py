@@ -162,7 +162,7 @@ def _prune(source: DetectionModel, target: Path, sparsity: float, record) -> Non
 
 
 def _dynamic_batch(source: DetectionModel, source_path: Path, target: Path, record) -> None:
-    from visionpipe.optimize.export import make_batch_dynamic
+    from visionpipe.optimize.batch import make_batch_dynamic
 
     result = make_batch_dynamic(source_path, target)
     write_sidecar_spec(source, result.path)
@@ -170,7 +170,7 @@ def _dynamic_batch(source: DetectionModel, source_path: Path, target: Path, reco
 
 
 def _simplify(source: DetectionModel, source_path: Path, target: Path, record) -> None:
-    from visionpipe.optimize.export import simplify
+    from visionpipe.optimize.simplify import simplify
 
     result = simplify(source_path, target)
     write_sidecar_spec(source, result.path)

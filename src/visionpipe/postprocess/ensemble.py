@@ -99,7 +99,7 @@ def fuse_members(
                 fuse(
                     subsets,
                     config.method,
-                    image_size=(width, height),
+                    image_hw=(height, width),
                     weights=weights,
                     iou_threshold=config.iou_threshold,
                     skip_box_threshold=config.skip_box_threshold,

@@ -522,7 +522,8 @@ def fuse(
     members: Sequence[Detections],
     method: FusionMethod | str = FusionMethod.WBF,
     *,
-    image_size: tuple[int, int],
+    image_hw: tuple[int, int] | None = None,
+    image_size: tuple[int, int] | None = None,
     weights: Sequence[float] | None = None,
     iou_threshold: float = 0.55,
     skip_box_threshold: float = 0.0,
@@ -532,14 +533,17 @@ def fuse(
     soft_method: str = "gaussian",
     min_votes: int = 2,
 ) -> Detections:
-    """Fuse per-model Detections of one image (pixel boxes, ``image_size`` = (width, height)).
+    """Fuse per-model Detections of one image (pixel boxes) of ``image_hw`` = (height, width).
+
+    Sizes are (height, width) everywhere in visionpipe, as NumPy shapes are; ``image_size`` =
+    (width, height) is the ensemble-boxes order, still accepted in its place.
 
     All members must share class names (map them first: see ``align_classes``). The result keeps,
     per box, ``data["models"]`` (distinct models that agreed) and ``data["members"]`` (boxes fused).
 
     Example::
 
-        fused = fuse([yolox_dets, nanodet_dets], FusionMethod.WBF, image_size=(640, 480), weights=[2, 1])
+        fused = fuse([yolox_dets, nanodet_dets], FusionMethod.WBF, image_hw=(480, 640), weights=[2, 1])
     """
     method = FusionMethod(method)
     if not members:
@@ -547,7 +551,9 @@ def fuse(
     names = members[0].class_names
     if any(m.class_names != names for m in members):
         raise FusionError("members have different class lists; align them by name first")
-    width, height = image_size
+    if (image_hw is None) == (image_size is None):
+        raise FusionError("give the image's size once: image_hw=(height, width) or image_size=(width, height)")
+    height, width = image_hw if image_hw is not None else (image_size[1], image_size[0])  # type: ignore[index]
     scale = np.array([width, height, width, height], dtype=np.float64)
     boxes = [m.xyxy.astype(np.float64) / scale for m in members]
     scores = [m.confidence for m in members]
