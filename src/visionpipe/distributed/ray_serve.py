@@ -77,9 +77,10 @@ def serve_on_ray(config, replicas: int = 1, address: str | None = None) -> int:
     ray, _ = _ray_serve()
     started_here = not ray.is_initialized()
     stop = threading.Event()
+    start_ray_serve(config, replicas, address)
+    # after ray.init, which installs handlers of its own that would end the process uncleanly
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    start_ray_serve(config, replicas, address)
     print(json.dumps({"serving": f"http://{config.host}:{config.port}", "replicas": replicas}), flush=True)
     try:
         stop.wait()
