@@ -120,7 +120,7 @@ def shows_progress(quiet: bool) -> bool:
 
 
 @contextmanager
-def progress(total: int, label: str, quiet: bool = False) -> Iterator:
+def progress(total: int | None, label: str, quiet: bool = False) -> Iterator:
     """A Rich progress bar on stderr with images/s and ETA, on a terminal only and not with
     ``--quiet``; yields ``advance()``."""
     from rich.console import Console

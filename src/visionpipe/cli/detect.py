@@ -135,6 +135,7 @@ def detect(
             workers=workers,
             engine=engine or "local",
             ray_address=ray_address,
+            quiet=quiet,
             extra={
                 "--save-images": save_images,
                 "--annotations": annotations is not None,

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from visionpipe.cli.common import parse_classes, parse_weights
+from visionpipe.cli.common import parse_classes, parse_weights, progress
 
 DEFAULT_SHARD_SIZE = 1000
 
@@ -33,6 +33,7 @@ def detect_job(
     fusion: str | None,
     weights: str | None,
     classes: str | None,
+    quiet: bool = False,
     **options: Any,
 ) -> None:
     """``visionpipe detect`` as a sharded job: parse, run the job, print its summary."""
@@ -55,14 +56,21 @@ def detect_job(
         classes=tuple(parsed_classes) if parsed_classes else None,
         **options,
     )
-    summary = run_job(
-        settings,
-        out,
-        resume=resume,
-        workers=workers if workers is not None else (1 if engine == "local" else 0),
-        engine=engine,
-        ray_address=ray_address,
-    )
+    with progress(None, "detect (shards)", quiet) as advance:
+
+        def shard_done(record: dict[str, Any]) -> None:
+            for _ in range(record["images"]):
+                advance()
+
+        summary = run_job(
+            settings,
+            out,
+            resume=resume,
+            workers=workers if workers is not None else (1 if engine == "local" else 0),
+            engine=engine,
+            ray_address=ray_address,
+            on_shard=shard_done,
+        )
     typer.echo(
         f"{summary.images - summary.failed}/{summary.images} images in {summary.shards} shards "
         f"({summary.shards_run} run now, {summary.shards_skipped} finished before), {summary.detections} detections, "
