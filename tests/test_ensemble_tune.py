@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from visionpipe import Pipeline
-from visionpipe.ensemble_tune import SearchSpace, neighbourhood_mean, ratio_order, split_images, tune_ensemble
-from visionpipe.evaluation import evaluate_coco
+from visionpipe.ensemble_tune import SearchSpace, neighbourhood_mean, ratio_order, tune_ensemble
+from visionpipe.evaluation import evaluate_coco, split_images
 
 GT = "coco/annotations/instances_val2017_dev64.json"
 

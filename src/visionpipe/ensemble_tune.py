@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from visionpipe.evaluation import coco_records, load_annotations, score_records
+from visionpipe.evaluation import coco_records, load_annotations, score_records, split_images
 from visionpipe.models.ensemble_spec import EnsembleSpec, FusionSpec, MemberSpec
 from visionpipe.pipeline import FusionConfig, Pipeline, member_source
 from visionpipe.postprocess.fusion import FusionMethod
@@ -201,13 +201,6 @@ def neighbourhood_mean(grid: np.ndarray, row_order: np.ndarray | None) -> np.nda
     out = np.empty_like(mean)
     out[row_order] = mean
     return out
-
-
-def split_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the choosing and the confirming part: a seeded shuffle cut in half."""
-    order = np.random.default_rng(seed).permutation(count)
-    half = count // 2
-    return np.sort(order[:half]), np.sort(order[half:])
 
 
 def tune_ensemble(

@@ -89,6 +89,15 @@ class CocoEvaluation:
         }
 
 
+def split_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of two halves of ``count`` images, by a seeded shuffle: settings are *chosen* on
+    the first and *confirmed* on the second, which the choice never saw (ensemble tuning, the int8
+    loop). Both come back sorted; the first has ``count // 2``."""
+    order = np.random.default_rng(seed).permutation(count)
+    half = count // 2
+    return np.sort(order[:half]), np.sort(order[half:])
+
+
 def load_annotations(annotations: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(annotations, Mapping):
         return dict(annotations)

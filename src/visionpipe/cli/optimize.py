@@ -36,9 +36,14 @@ def optimize(
         None, "--calibration", exists=True, help="Calibration images (folder, glob list or file list)."
     ),
     calibration_count: int = typer.Option(
-        32, "--calibration-count", min=1, help="Calibration images used, the first N."
+        128, "--calibration-count", min=1, help="Calibration images used, the first N."
     ),
-    method: str = typer.Option("minmax", "--method", help="Calibration method: minmax, entropy or percentile."),
+    method: str | None = typer.Option(
+        None,
+        "--method",
+        help="Calibration method: minmax, entropy or percentile. Default: with --validate the int8 loop compares "
+        "all three (and moving-average min/max) and keeps the best; without it, minmax.",
+    ),
     fp16: bool = typer.Option(False, "--fp16", help="Write an fp16 model (float32 inputs and outputs kept)."),
     prune: float | None = typer.Option(
         None, "--prune", min=0.0, max=0.99, help="Magnitude-prune conv/linear weights to this sparsity."
@@ -50,7 +55,12 @@ def optimize(
     validate: Path | None = typer.Option(
         None, "--validate", exists=True, dir_okay=False, help="COCO annotation json to score every variant against."
     ),
-    images: Path | None = typer.Option(None, "--images", exists=True, help="The annotated validation images."),
+    images: Path | None = typer.Option(
+        None,
+        "--images",
+        exists=True,
+        help="The annotated validation images. The int8 loop chooses on one half and confirms on the other.",
+    ),
     max_map_drop: float = typer.Option(
         0.01,
         "--max-map-drop",

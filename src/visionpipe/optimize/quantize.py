@@ -54,6 +54,7 @@ from visionpipe.errors import (
     VisionpipeError,
     first_line,
 )
+from visionpipe.evaluation import split_images
 from visionpipe.io.images import decode_image
 from visionpipe.models.loader import DetectionModel
 from visionpipe.models.spec import model_spec_dict, write_sidecar_spec
@@ -77,6 +78,10 @@ except ImportError:  # pragma: no cover - onnxruntime is a core dependency
     _ReaderBase = object  # type: ignore[assignment,misc]
 
 METHODS = ("minmax", "entropy", "percentile")
+# the calibrations the accuracy-aware loop compares by default (minmax also with moving averages)
+DEFAULT_LOOP_METHODS = ("minmax", "percentile", "entropy")
+# images whose activations a histogram calibrator holds before folding them into its histograms
+HISTOGRAM_BATCH = 8
 QUANT_TYPES = ("uint8", "int8")
 
 # The helpers' former private names, kept while code elsewhere moves to visionpipe.optimize.graph.
@@ -123,6 +128,7 @@ class Attempt:
     reason: str = ""
     path: Path | None = None  # the written model for the chosen attempt, None for the discarded ones
     moving_average: bool = False  # activation ranges calibrated as moving averages of min/max
+    method: str = "minmax"  # calibration method
 
 
 @dataclass
@@ -144,10 +150,29 @@ class AccuracyAwareResult:
     # measured segments, most sensitive first: (label, node count, mAP drop when only it is int8)
     sensitivity: list[tuple[str, int, float]] = field(default_factory=list)
     kept_as: str = "float"  # how excluded_nodes were kept: "float", or "int16" activations
+    # The validation images are split: fp32_map/int8_map and every attempt are on the choosing
+    # part; the chosen model is then scored once on the confirming part, which no choice saw.
+    margin: float = 0.0  # attempts had to be within max_map_drop - margin on the choosing part
+    confirm_images: int = 0
+    confirm_fp32_map: float | None = None
+    confirm_int8_map: float | None = None
+    calibration: str = "minmax"  # the calibration of the chosen attempt
 
     @property
     def map_drop(self) -> float:
         return self.fp32_map - self.int8_map
+
+    @property
+    def confirm_map_drop(self) -> float | None:
+        if self.confirm_fp32_map is None or self.confirm_int8_map is None:
+            return None
+        return self.confirm_fp32_map - self.confirm_int8_map
+
+    @property
+    def confirmed(self) -> bool | None:
+        """Whether the drop on the confirming part is within ``max_map_drop`` (None: no such part)."""
+        drop = self.confirm_map_drop
+        return None if drop is None else drop <= self.max_map_drop
 
     @property
     def size_ratio(self) -> float:
@@ -155,12 +180,21 @@ class AccuracyAwareResult:
 
     def summary(self) -> str:
         verdict = "within" if self.met_tolerance else "NOT within"
-        return (
-            f"fp32 mAP {self.fp32_map:.4f}, int8 mAP {self.int8_map:.4f} (drop {self.map_drop:+.4f}, {verdict} "
-            f"tolerance {self.max_map_drop}); {len(self.excluded_nodes)} nodes kept "
-            f"{'in float' if self.kept_as == 'float' else 'with 16-bit activations'}; "
-            f"{self.int8_size_bytes} / {self.fp32_size_bytes} bytes ({self.size_ratio:.2f}x) on {self.val_images} images"
+        text = (
+            f"choosing part ({self.val_images} images): fp32 mAP {self.fp32_map:.4f}, int8 mAP {self.int8_map:.4f} "
+            f"(drop {self.map_drop:+.4f}, {verdict} tolerance {self.max_map_drop} less margin {self.margin:g}); "
+            f"{len(self.excluded_nodes)} nodes kept {'in float' if self.kept_as == 'float' else 'with 16-bit activations'}"
+            f", {self.calibration} calibration; {self.int8_size_bytes} / {self.fp32_size_bytes} bytes "
+            f"({self.size_ratio:.2f}x)"
         )
+        drop = self.confirm_map_drop
+        if drop is not None:
+            held = "holds" if self.confirmed else "does NOT hold"
+            text += (
+                f"; confirming part ({self.confirm_images} unseen images): fp32 {self.confirm_fp32_map:.4f}, "
+                f"int8 {self.confirm_int8_map:.4f} (drop {drop:+.4f}: {held} within {self.max_map_drop})"
+            )
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,6 +353,9 @@ def quantize_static_int8(
         raise ValueError("moving_average applies to the minmax calibration method only")
     if moving_average:
         extra_options = {**(extra_options or {}), "CalibMovingAverage": True}
+    if method in ("entropy", "percentile") and "CalibMaxIntermediateOutputs" not in (extra_options or {}):
+        # histogram calibrators keep every image's activations until told to fold them in batches
+        extra_options = {**(extra_options or {}), "CalibMaxIntermediateOutputs": HISTOGRAM_BATCH}
     from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -595,7 +632,7 @@ def quantize_accuracy_aware(
     max_map_drop: float = 0.01,
     conf: float = 0.01,
     head_count: int = 3,
-    method: str = "minmax",
+    method: str | None = None,
     per_channel: bool = True,
     activation_type: str = "uint8",
     weight_type: str = "int8",
@@ -608,15 +645,26 @@ def quantize_accuracy_aware(
     max_size_ratio: float | None = None,
     sensitive_as: str = "int16",
     progress: Callable[[str], None] | None = None,
+    methods: Sequence[str] | None = None,
+    confirm: bool = True,
+    margin: float | None = None,
+    seed: int = 0,
 ) -> AccuracyAwareResult:
     """Static int8, validated against fp32 on COCO-annotated images, keeping sensitive parts back.
 
     Attempts, each quantized from the same prepared graph and calibration, stop at the first whose
     mAP@.5:.95 drop is within ``max_map_drop``:
 
-    1. everything int8, calibrated with plain min/max ranges and, with ``moving_average=None``
-       and the minmax method, again with moving-average ranges; the better calibration is kept
-       for the attempts that follow;
+    0. with ``confirm`` (default) the validation images are split in two by a seeded shuffle
+       (``seed``): every decision below is taken on the *choosing* part, against the tolerance
+       less ``margin`` (default: half of ``max_map_drop``), and the chosen model is then scored
+       once on the *confirming* part, which no decision saw (``confirm_map_drop``,
+       ``confirmed``). A drop measured on a few dozen photos moves by several thousandths between
+       photo sets; the margin is there so that the drop on unseen photos stays within tolerance;
+    1. everything int8, calibrated with each of ``methods`` (default: min/max, percentile and
+       entropy; ``method`` alone restricts it to one) and, with ``moving_average=None``, with
+       moving-average min/max ranges too; the best calibration is kept for every attempt that
+       follows;
     2. the detection head in float (:func:`head_nodes` with ``head_count`` convolutions);
     3. the parts that measure sensitive, kept as ``sensitive_as`` says. Sensitivity is measured
        (:func:`~visionpipe.optimize.sensitivity.bisect_sensitivity`) by quantizing one segment of
@@ -641,12 +689,26 @@ def quantize_accuracy_aware(
     model_path = onnx_path_of(model)
     out = check_out_path(model_path, out_path)
     fp32_size = model_path.stat().st_size
-    val = [str(p) for p in val_images]
-    if not val:
+    every_val = [str(p) for p in val_images]
+    if not every_val:
         raise OptimizationError("no validation images were given")
+    confirm_val: list[str] = []
+    if confirm:
+        if len(every_val) < 2:
+            raise OptimizationError("choosing and confirming need at least two validation images (or confirm=False)")
+        choose_rows, confirm_rows = split_images(len(every_val), seed)
+        val, confirm_val = [every_val[i] for i in choose_rows], [every_val[i] for i in confirm_rows]
+    else:
+        val = every_val
+    margin = max_map_drop / 2 if margin is None else float(margin)
+    target_drop = max_map_drop - margin
+    if methods is None:
+        methods = (method,) if method is not None else DEFAULT_LOOP_METHODS
+    for name in methods:
+        _calibration_method(name)  # a bad name fails before any work
     reader = ImageCalibrationReader(model, calibration_images)
     fp32 = evaluate_model(model, val, annotations, conf, batch_size)
-    say(f"fp32 mAP@.5:.95 {fp32.map_50_95:.4f} on {len(val)} images")
+    say(f"fp32 mAP@.5:.95 {fp32.map_50_95:.4f} on {len(val)} images (the choosing part)")
 
     attempts: list[Attempt] = []
     sensitivity: list[SegmentDrop] = []
@@ -655,18 +717,18 @@ def quantize_accuracy_aware(
         prepared, pre_processed, pre_error, _ = _prepare(model_path, workdir, per_channel, preprocess)
         prepared_model = with_weights(model, prepared)
         counter = itertools.count()
-        if moving_average is None:
-            averaging = [False, True] if method == "minmax" else [False]
-        else:
-            averaging = [moving_average]
-        calibration = {"moving_average": averaging[0]}
+        calibrations: list[tuple[str, bool]] = []
+        for name in methods:
+            averages = ([False, True] if moving_average is None else [moving_average]) if name == "minmax" else [False]
+            calibrations += [(name, average) for average in averages]
+        calibration: dict[str, Any] = {"method": calibrations[0][0], "moving_average": calibrations[0][1]}
 
         def quantized_map(excluded: Sequence[str], target: Path) -> tuple[float, float]:
             quantize_static_int8(
                 prepared_model,
                 reader,
                 target,
-                method=method,
+                method=calibration["method"],
                 per_channel=per_channel,
                 activation_type=activation_type,
                 weight_type=weight_type,
@@ -674,7 +736,7 @@ def quantize_accuracy_aware(
                 int16_activation_nodes=excluded if sensitive_as == "int16" else (),
                 preprocess=False,
                 write_spec=False,
-                calibration_cache=workdir / f"calibration-{calibration['moving_average']}.json",
+                calibration_cache=workdir / f"calibration-{calibration['method']}-{calibration['moving_average']}.json",
                 moving_average=calibration["moving_average"],
             )
             evaluation = evaluate_model(with_weights(model, target), val, annotations, conf, batch_size)
@@ -693,11 +755,12 @@ def quantize_accuracy_aware(
                     reason,
                     candidate,
                     calibration["moving_average"],
+                    calibration["method"],
                 )
             )
             size_ratio = candidate.stat().st_size / fp32_size
             say(f"attempt {len(attempts)} ({reason}): int8 mAP@.5:.95 {map_50_95:.4f}, {size_ratio:.2f}x size")
-            return fp32.map_50_95 - map_50_95 <= max_map_drop and within_size(attempts[-1])
+            return fp32.map_50_95 - map_50_95 <= target_drop and within_size(attempts[-1])
 
         def within_size(candidate: Attempt) -> bool:
             return max_size_ratio is None or candidate.size_bytes <= max_size_ratio * fp32_size
@@ -705,18 +768,19 @@ def quantize_accuracy_aware(
         kept = "in float" if sensitive_as == "float" else "with 16-bit activations"
 
         def step(nodes: list[str], reason: str, first: bool = False) -> bool:
-            """One set of kept nodes, tried with each calibration until one is within tolerance."""
+            """One set of kept nodes: the first step tries every calibration (until one is within
+            tolerance) and the best of them is kept; later steps use that one."""
             start = len(attempts)
-            for average in averaging:
+            for name, average in calibrations if first else [(calibration["method"], calibration["moving_average"])]:
                 if len(attempts) >= max_attempts and not first:
                     break
-                calibration["moving_average"] = average
-                ranges = "moving-average" if average else "min/max"
-                if attempt(nodes, f"{reason}, {ranges} ranges"):
+                calibration.update(method=name, moving_average=average)
+                if attempt(nodes, f"{reason}, {_calibration_label(name, average)}"):
                     return True
             tried = attempts[start:]
-            if tried:  # later steps and the sensitivity measurements use this step's better calibration
-                calibration["moving_average"] = max(tried, key=lambda a: a.map_50_95).moving_average
+            if tried and first:  # later steps and the sensitivity measurements use the best calibration
+                better = max(tried, key=lambda a: a.map_50_95)
+                calibration.update(method=better.method, moving_average=better.moving_average)
             return False
 
         head = head_nodes(prepared, head_count)
@@ -741,7 +805,7 @@ def quantize_accuracy_aware(
                 measured.append(SegmentDrop(segment, drop))
                 say(f"only {segment.label} int8: mAP drop {drop:+.4f}")
 
-            threshold = max(max_map_drop / 2, 0.002)
+            threshold = max(target_drop / 2, 0.002)
             sensitivity = bisect_sensitivity(
                 conv_units(prepared),
                 drop_when_only,
@@ -786,6 +850,14 @@ def quantize_accuracy_aware(
     copy_metadata(load_onnx(model_path), out)
     spec_path = write_sidecar_spec(model, out)
     best = attempts[chosen]
+    confirm_fp32 = confirm_int8 = None
+    if confirm_val:
+        confirm_fp32 = evaluate_model(model, confirm_val, annotations, conf, batch_size).map_50_95
+        confirm_int8 = evaluate_model(with_weights(model, out), confirm_val, annotations, conf, batch_size).map_50_95
+        say(
+            f"confirming part ({len(confirm_val)} unseen images): fp32 {confirm_fp32:.4f}, int8 {confirm_int8:.4f}, "
+            f"drop {confirm_fp32 - confirm_int8:+.4f}"
+        )
     return AccuracyAwareResult(
         fp32_map=fp32.map_50_95,
         int8_map=best.map_50_95,
@@ -803,4 +875,15 @@ def quantize_accuracy_aware(
         spec_path=spec_path,
         sensitivity=[(leaf.segment.label, len(leaf.nodes), leaf.map_drop) for leaf in sensitivity],
         kept_as=sensitive_as,
+        margin=margin,
+        confirm_images=len(confirm_val),
+        confirm_fp32_map=confirm_fp32,
+        confirm_int8_map=confirm_int8,
+        calibration=_calibration_label(best.method, best.moving_average),
     )
+
+
+def _calibration_label(method: str, moving_average: bool) -> str:
+    if method == "minmax":
+        return "moving-average ranges" if moving_average else "min/max ranges"
+    return f"{method} ranges"

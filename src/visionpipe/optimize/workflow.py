@@ -60,7 +60,7 @@ def optimize_model(
     int8: bool = False,
     int8_dynamic: bool = False,
     calibration: Sequence[str | os.PathLike] | None = None,
-    method: str = "minmax",
+    method: str | None = None,
     fp16: bool = False,
     prune: float | None = None,
     dynamic_batch: bool = False,
@@ -178,14 +178,14 @@ def _simplify(source: DetectionModel, source_path: Path, target: Path, record) -
 
 
 def _static_int8(
-    source: DetectionModel, calibration, method: str, val: list[str], annotations, limits: dict, target: Path, record,
+    source: DetectionModel, calibration, method: str | None, val: list[str], annotations, limits: dict, target: Path, record,
     say: Progress,
 ) -> None:  # fmt: skip
     from visionpipe.optimize.quantize import quantize_accuracy_aware, quantize_static_int8
 
     calibration_images = [str(p) for p in calibration]
     if not val:
-        result = quantize_static_int8(source, calibration_images, target, method=method)
+        result = quantize_static_int8(source, calibration_images, target, method=method or "minmax")
         record("int8-static", result.path, skipped_calibration_images=len(result.skipped_images))
         return
     report = quantize_accuracy_aware(
@@ -205,12 +205,22 @@ def _static_int8(
         met_tolerance=report.met_tolerance,
         kept_as=report.kept_as,
         **{"mAP@.5:.95": report.int8_map, "fp32 mAP@.5:.95": report.fp32_map},
+        calibration=report.calibration,
+        chosen_on_images=report.val_images,
+        confirmed_on_images=report.confirm_images,
+        **{"confirm mAP@.5:.95": report.confirm_int8_map, "confirm fp32 mAP@.5:.95": report.confirm_fp32_map},
+        confirmed=report.confirmed,
         excluded_nodes=report.excluded_nodes,
         attempts=[
             {"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count} for a in report.attempts
         ],
         skipped_calibration_images=len(report.skipped_calibration_images),
     )
+    if report.confirmed is False:
+        say(
+            f"int8: the drop on the confirming part ({report.confirm_map_drop:+.4f}) is NOT within --max-map-drop "
+            f"{limits['max_map_drop']}: expect about that much on unseen photos"
+        )
     if not report.met_tolerance:
         say(
             f"int8: no attempt met --max-map-drop {limits['max_map_drop']} (and --max-size-ratio); "
