@@ -243,6 +243,12 @@ def test_int8_validated_records_attempts_and_map(validated_run):
     assert attempts[-1]["mAP@.5:.95"] == pytest.approx(int8, abs=1e-6), row
     assert attempts[-1]["excluded"] == len(row["excluded_nodes"]), row
     assert re.search(r"mAP", proc.stderr), describe(proc)
+    # chosen on one half of the validation photos, scored once on the other
+    images = row["chosen_on_images"] + row["confirmed_on_images"]
+    assert row["chosen_on_images"] >= 1 and row["confirmed_on_images"] >= 1 and images >= 2, row
+    assert 0.0 <= row["confirm mAP@.5:.95"] <= 1.0 and 0.0 < row["confirm fp32 mAP@.5:.95"] <= 1.0, row
+    assert row["confirmed"] == (row["confirm fp32 mAP@.5:.95"] - row["confirm mAP@.5:.95"] <= 0.5), row
+    assert "confirming part" in proc.stderr, describe(proc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +258,14 @@ def test_int8_validated_records_attempts_and_map(validated_run):
 @pytest.fixture(scope="module")
 def dynamic_run(cli, asset, tmp_path_factory):
     out = tmp_path_factory.mktemp("dynamic") / "optimized"
-    return cli("optimize", asset(YOLOX), "--dynamic-batch", "--out", out), out
+    return cli("optimize", asset(YOLOX), "--dynamic-batch", "--out", out, "--quiet"), out
+
+
+def test_quiet_optimize_prints_no_progress(dynamic_run):
+    proc, _ = dynamic_run
+    assert proc.returncode == 0, describe(proc)
+    assert "dynamic-batch:" not in proc.stderr, proc.stderr  # the progress line a plain run prints
+    assert json.loads(proc.stdout), proc.stdout  # the report still comes out
 
 
 def test_dynamic_batch_yolox_has_a_symbolic_batch(dynamic_run, validation):

@@ -175,3 +175,26 @@ def stage_progress(quiet: bool = False) -> Iterator:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield report
+
+
+@contextmanager
+def progress_messages(quiet: bool = False) -> Iterator:
+    """For a job that reports progress as messages (optimize): on a terminal a spinner shows the
+    latest one; elsewhere each is a line on stderr (a log); ``--quiet`` drops them, except the
+    ``failed: ...`` lines, which are not progress. Yields ``say``."""
+    from rich.console import Console
+
+    if quiet:
+        yield lambda message: typer.echo(message, err=True) if message.startswith("failed:") else None
+        return
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda message: typer.echo(message, err=True)
+        return
+    with console.status("working") as status:
+
+        def say(message: str) -> None:
+            console.print(message, markup=False, highlight=False)  # kept above the spinner
+            status.update(message[:100], spinner="dots")
+
+        yield say

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import MODEL_HELP, annotated_images, quiet_option, resolve_model_source
+from visionpipe.cli.common import MODEL_HELP, annotated_images, progress_messages, quiet_option, resolve_model_source
 
 OPTIMIZE_HELP = (
     "Write optimized variants of a model (int8, fp16, pruned, dynamic batch, simplified) that load "
@@ -78,6 +78,7 @@ def optimize(
         help="Static int8: sensitive layers get 16-bit activations (int16, file stays small) or stay float.",
     ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
+    quiet: bool = quiet_option(),
 ) -> None:
     from visionpipe.io.sources import expand_sources
     from visionpipe.optimize.workflow import optimize_model
@@ -91,25 +92,26 @@ def optimize(
     if int8 and calibration is None:
         typer.echo("no --calibration: --int8 writes dynamic (weights-only) int8", err=True)
         int8, int8_dynamic = False, True
-    report = optimize_model(
-        resolve_model_source(model),
-        out,
-        int8=int8,
-        int8_dynamic=int8_dynamic,
-        calibration=expand_sources([str(calibration)])[:calibration_count] if int8 and calibration else None,
-        method=method,
-        fp16=fp16,
-        prune=prune,
-        dynamic_batch=dynamic_batch,
-        simplify=simplify,
-        validation_images=annotated_images(images, validate) if validate is not None and images is not None else [],
-        annotations=validate,
-        max_map_drop=max_map_drop,
-        max_size_ratio=max_size_ratio,
-        keep_sensitive=keep_sensitive,
-        family=family,
-        progress=lambda message: typer.echo(message, err=True),
-    )
+    with progress_messages(quiet) as say:
+        report = optimize_model(
+            resolve_model_source(model),
+            out,
+            int8=int8,
+            int8_dynamic=int8_dynamic,
+            calibration=expand_sources([str(calibration)])[:calibration_count] if int8 and calibration else None,
+            method=method,
+            fp16=fp16,
+            prune=prune,
+            dynamic_batch=dynamic_batch,
+            simplify=simplify,
+            validation_images=annotated_images(images, validate) if validate is not None and images is not None else [],
+            annotations=validate,
+            max_map_drop=max_map_drop,
+            max_size_ratio=max_size_ratio,
+            keep_sensitive=keep_sensitive,
+            family=family,
+            progress=say,
+        )
     typer.echo(json.dumps(report.variants, indent=2))
     if report.failures:
         raise typer.Exit(2 if report.variants else 1)
