@@ -332,7 +332,7 @@ def test_accuracy_aware_impossible_tolerance_excludes_measured_parts(yolox_int8,
         "everything int8, moving-average ranges",
         f"{head_reason}, {ranges}",
     ]
-    assert len(report.attempts) == 7
+    assert 5 <= len(report.attempts) <= 7  # 3, then one attempt per measured segment that is not kept already
     assert [a.moving_average for a in report.attempts[:2]] == [False, True]
     assert all(a.moving_average == better.moving_average for a in report.attempts[2:])
     assert report.attempts[0].excluded_count == report.attempts[1].excluded_count == 0
