@@ -58,7 +58,7 @@ def test_labels_and_report(cli, monitored, asset):
     )  # fmt: skip
     assert done.returncode == 0, describe(done)
     accuracy = json.loads(done.stdout)
-    assert accuracy["matched_images"] == 64 and 0.2 < accuracy["overall"]["mAP@.5"] < 0.8
+    assert accuracy["matched_images"] == 64 and 0.2 < accuracy["overall"]["map_50"] < 0.8
     report = root / "report" / "monitor.html"
     done = cli("monitor", "report", store, "--out", report, "--tag", "night", "--last", "64")
     assert done.returncode == 0, describe(done)

@@ -39,8 +39,8 @@ class WindowAccuracy:
         return {
             "window_start": self.window_start,
             "images": self.images,
-            "mAP@.5:.95": self.map_50_95,
-            "mAP@.5": self.map_50,
+            "map_50_95": self.map_50_95,
+            "map_50": self.map_50,
             "per_class": self.per_class,
         }
 

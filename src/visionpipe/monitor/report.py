@@ -69,8 +69,8 @@ def _accuracy_series(store: Store, max_points: int) -> dict[str, list]:
     rows = rows[::step]
     return {
         "window_start": [r[0] for r in rows],
-        "mAP@.5:.95": [r[4] for r in rows],
-        "mAP@.5": [r[5] for r in rows],
+        "map_50_95": [r[4] for r in rows],
+        "map_50": [r[5] for r in rows],
         "images": [r[3] for r in rows],
     }
 
@@ -239,8 +239,8 @@ def render_html(data: dict[str, Any]) -> str:
         for title, item in series.items():
             parts.append(f"<img alt='{e(title)}' src='{_series_png(title, item['window_start'], item['value'])}'>")
         if accuracy.get("window_start"):
-            for key in ("mAP@.5:.95", "mAP@.5"):
-                parts.append(f"<img alt='{key}' src='{_series_png(key, accuracy['window_start'], accuracy[key])}'>")
+            for key, title in (("map_50_95", "mAP@.5:.95"), ("map_50", "mAP@.5")):
+                parts.append(f"<img alt='{title}' src='{_series_png(title, accuracy['window_start'], accuracy[key])}'>")
         parts.append("</div>")
     parts.append("<h2>Alerts</h2>")
     if data.get("alerts"):
