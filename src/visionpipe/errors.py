@@ -6,6 +6,8 @@ catch one type at an API boundary and still tell causes apart by subclass.
 
 from __future__ import annotations
 
+import re
+
 
 class VisionpipeError(Exception):
     """Base class of every error visionpipe raises on purpose."""
@@ -15,6 +17,27 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (third-party errors can run to pages)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# C0 and C1 controls, DEL, line/paragraph separators, bidirectional overrides and isolates (which
+# can reorder what a terminal shows), and the surrogates Python uses for undecodable file-name bytes
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # a file-name byte that is not UTF-8: show the byte itself
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal: control characters, escape sequences, bidirectional overrides
+    and undecodable bytes shown as backslash escapes. For human-facing messages only; machine
+    outputs (JSON, CSV, JSONL) keep names exactly."""
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 class ImageDecodeError(VisionpipeError):

@@ -99,16 +99,56 @@ def split_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_annotations(annotations: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A COCO annotation file, read with a size cap (regular files only) and checked where a
+    malformed entry would otherwise fail deep inside scoring: images, categories, boxes."""
+    from visionpipe.io.files import MAX_ANNOTATIONS_BYTES, InputFileError, read_file
+
     if isinstance(annotations, Mapping):
-        return dict(annotations)
-    try:
-        with open(annotations, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EvaluationError(f"cannot read COCO annotations {annotations}: {exc}") from None
+        data: Any = dict(annotations)
+    else:
+        try:
+            data = json.loads(read_file(annotations, MAX_ANNOTATIONS_BYTES))
+        except InputFileError as exc:
+            raise EvaluationError(f"cannot read COCO annotations {annotations}: {exc.cause}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise EvaluationError(f"cannot read COCO annotations {annotations}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not {"images", "categories"} <= data.keys():
         raise EvaluationError(f"{annotations} is not a COCO annotation file (needs 'images' and 'categories')")
+    _check_coco(data, annotations if not isinstance(annotations, Mapping) else "the annotations")
     return data
+
+
+def _check_coco(data: dict[str, Any], name: object) -> None:
+    """The first malformed entry, named: pycocotools would raise an anonymous error later."""
+
+    def bad(where: str, what: str) -> EvaluationError:
+        return EvaluationError(f"{name}: {where} {what}")
+
+    for key, required in (("images", ("id", "file_name")), ("categories", ("id", "name"))):
+        if not isinstance(data[key], list):
+            raise bad(f"'{key}'", "must be a list")
+        for i, item in enumerate(data[key]):
+            if not isinstance(item, dict) or any(k not in item for k in required):
+                raise bad(f"{key}[{i}]", f"must be an object with {' and '.join(required)}")
+            if not isinstance(item["id"], int) or isinstance(item["id"], bool):
+                raise bad(f"{key}[{i}].id", f"must be an integer, got {item['id']!r}")
+        if key == "images" and not all(isinstance(item["file_name"], str) for item in data[key]):
+            raise bad("images", "file_name values must be strings")
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise bad("'annotations'", "must be a list")
+    for i, item in enumerate(annotations):
+        if not isinstance(item, dict) or any(k not in item for k in ("image_id", "category_id", "bbox")):
+            raise bad(f"annotations[{i}]", "must be an object with image_id, category_id and bbox")
+        box = item["bbox"]
+        if (
+            not isinstance(box, list)
+            or len(box) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in box)
+            or box[2] < 0
+            or box[3] < 0
+        ):
+            raise bad(f"annotations[{i}].bbox", f"must be [x, y, width, height] with width, height >= 0, got {box!r}")
 
 
 def coco_records(

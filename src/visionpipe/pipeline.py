@@ -112,6 +112,7 @@ class Pipeline:
         input_size: int | tuple[int, int] | None = None,
         imgsz: int | tuple[int, int] | None = None,
         half: bool = False,
+        names_file: str | Path | None = None,
         intra_op_threads: int | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
         fusion: FusionMethod | str | FusionConfig | None = None,
@@ -143,7 +144,14 @@ class Pipeline:
         models = [
             m
             if isinstance(m, DetectionModel)
-            else load_model(m, family=family, device=device, intra_op_threads=intra_op_threads, input_size=input_size)
+            else load_model(
+                m,
+                family=family,
+                names_file=names_file,
+                device=device,
+                intra_op_threads=intra_op_threads,
+                input_size=input_size,
+            )
             for m in sources
         ]
         if half:
@@ -240,7 +248,7 @@ class Pipeline:
     def close(self) -> None:
         for pool in (self._inference_pool, self._pool):
             if pool is not None:
-                pool.shutdown(wait=True)
+                pool.shutdown(wait=True, cancel_futures=True)  # queued work of a stopped stream is dropped
         self._pool = self._inference_pool = None
 
     @property
@@ -277,11 +285,15 @@ class Pipeline:
         """Results for many images (paths, encoded bytes, BGR arrays or PIL images), in input order."""
         return list(self.stream(images, batch_size=batch_size))
 
-    def stream(self, images: Iterable[ImageInput], batch_size: int | None = None) -> Iterator[Result]:
+    def stream(
+        self, images: Iterable[ImageInput], batch_size: int | None = None, keep_images: bool = False
+    ) -> Iterator[Result]:
         """Yield results in input order as they finish, reading ``images`` lazily.
 
         At most a few batches are decoded ahead of inference and at most ``concurrency + 1``
         batches are in inference, so memory stays bounded however long the input is.
+        ``keep_images`` puts each decoded frame in ``Result.image`` (to draw on it without
+        decoding the file a second time, when it may have changed).
         """
         if batch_size is None:
             batch_size = self.batch_size
@@ -297,7 +309,7 @@ class Pipeline:
                 item = next(inputs, None)
                 if item is None:
                     return
-                prepared.append(self.pool.submit(self._prepare, *item))
+                prepared.append(self.pool.submit(self._prepare, *item, keep_images))
 
         refill()
         while prepared or running:
@@ -313,11 +325,14 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
 
-    def _prepare(self, index: int, source: ImageInput) -> _Prepared:
+    def _prepare(self, index: int, source: ImageInput, keep_image: bool = False) -> _Prepared:
         source = as_image_input(source)
         name = describe_source(source)
         image_id = Path(name).name if isinstance(source, (str, os.PathLike)) else str(index)
         item = _Prepared(Result(index=index, image_id=image_id, source=name))
+        if isinstance(source, Exception):  # an input that already failed upstream (e.g. a video frame)
+            item.result.error = source
+            return item
         try:
             start = time.perf_counter()
             image = decode_image(source, self.limits)
@@ -327,6 +342,8 @@ class Pipeline:
                 item.tensors.append(tensor)
                 item.transforms.append(transform)
             item.result.image_size = (image.shape[0], image.shape[1])
+            if keep_image:
+                item.result.image = image
             item.result.times.decode = decoded - start
             item.result.times.preprocess = time.perf_counter() - decoded
         except Exception as exc:  # one bad input must never stop the rest

@@ -56,6 +56,7 @@ class Result:
     error: Exception | None = None
     members: dict[str, Detections] = field(default_factory=dict)
     member_errors: dict[str, Exception] = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)  # the decoded frame, with keep_images
     # statistics of the decoded image, filled where it was decoded when the pipeline has a monitor
     image_features: dict[str, float] | None = None
 

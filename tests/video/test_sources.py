@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import ImageDecodeError, VisionpipeError
 from visionpipe.video.frames import Frame
 from visionpipe.video.sources import (
     CaptureSource,
@@ -499,35 +499,41 @@ def sequence(tmp_path):
     return root
 
 
-def test_image_folder_reads_in_order_and_skips_a_corrupt_image(sequence):
+def test_image_folder_reads_in_order_and_reports_a_corrupt_image_as_a_failed_frame(sequence):
+    """An unreadable image is a frame with its error and no image (so the processor counts and
+    reports it), not a silent gap."""
     source = ImageFolderSource(sequence, fps=5.0, clock=FakeClock())
     events = record(source)
     with source:
         frames = list(source)
-    assert values(frames) == [0, 10, 30, 40]
-    assert [f.index for f in frames] == [0, 1, 3, 4]  # the skipped image leaves a gap, like a drop
-    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.2, 0.6, 0.8])
+    good = [f for f in frames if f.error is None]
+    assert values(good) == [0, 10, 30, 40]
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    bad = frames[2]
+    assert bad.image is None and isinstance(bad.error, ImageDecodeError) and "02.png" in str(bad.error)
+    assert [f.timestamp for f in frames] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
     assert source.skipped == 1 and source.frame_count == 5 and source.fps == 5.0
     assert states(events) == [S.STARTING, S.RUNNING, S.RUNNING, S.ENDED]
     skip = events[2]
-    assert skip.previous is S.RUNNING and "02.png" in skip.message and "skipped" in skip.message
+    assert skip.previous is S.RUNNING and "02.png" in skip.message and "unreadable" in skip.message
     assert source.state is S.ENDED and source.read() is None
     assert [p.name for p in source.paths] == ["00.png", "01.png", "02.png", "03.bmp", "04.png"]
 
 
 def test_image_folder_without_fps_uses_the_index_as_timestamp(sequence):
     frames = list(ImageFolderSource(sequence, clock=FakeClock()))
-    assert [f.timestamp for f in frames] == [0.0, 1.0, 3.0, 4.0]
+    assert [f.timestamp for f in frames] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert all(isinstance(f.timestamp, float) for f in frames)
 
 
-def test_image_list_keeps_its_order_and_skips_a_missing_path(tmp_path):
+def test_image_list_keeps_its_order_and_reports_a_missing_path(tmp_path):
     b = write_image(tmp_path / "b.png", 20)
     a = write_image(tmp_path / "a.png", 10)
     source = ImageFolderSource([b, tmp_path / "gone.png", a], fps=2.0, clock=FakeClock())
     frames = list(source)
-    assert values(frames) == [20, 10]
-    assert [f.timestamp for f in frames] == [0.0, 1.0]
+    assert values([f for f in frames if f.error is None]) == [20, 10]
+    assert [f.timestamp for f in frames] == [0.0, 0.5, 1.0]
+    assert "file not found" in str(frames[1].error)
     assert source.skipped == 1
 
 

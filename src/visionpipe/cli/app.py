@@ -7,12 +7,17 @@ unless ``--debug``.
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import sys
+import warnings
 
 import typer
 
 from visionpipe._version import __version__
 from visionpipe.cli import deploy, detect, ensemble, evaluate, jobs, models, monitor, optimize, samples, serve, video
+from visionpipe.native_output import lower_native_log_levels, native_stderr_silenced
 
 app = typer.Typer(
     name="visionpipe",
@@ -61,24 +66,45 @@ app.command("merge", help=jobs.MERGE_HELP, epilog=jobs.MERGE_EXAMPLE)(jobs.merge
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+_SIGNAL_EXIT_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from visionpipe.errors import printable
+
+    sys.stderr.write(f"warning: {printable(' '.join(str(message).split()))}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    from visionpipe.errors import VisionpipeError
+    from visionpipe.errors import VisionpipeError, printable
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    lower_native_log_levels()
+    warnings.showwarning = _one_line_warning
     try:
-        code = typer.main.get_command(app).main(args=args, prog_name="visionpipe", standalone_mode=False)
+        with native_stderr_silenced(enabled=not debug):
+            code = typer.main.get_command(app).main(args=args, prog_name="visionpipe", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
         code = 130
     except _ClickException as exc:  # usage errors: bad options, missing arguments
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        sys.stderr.write("\n".join(printable(line) for line in shown.getvalue().splitlines()) + "\n")
         code = 1
     except (VisionpipeError, OSError, ValueError) as exc:
         if debug:
             raise
-        typer.echo("error: " + " ".join(str(exc).split()), err=True)  # one line, whatever the cause
+        typer.echo("error: " + printable(" ".join(str(exc).split())), err=True)  # one line, whatever the cause
         code = 1
+    if code in _SIGNAL_EXIT_CODES:
+        # stopped by a signal, with every output already closed and the summary written: leave
+        # now rather than wait for native libraries to tear down (a stream still connecting in
+        # FFmpeg, ONNX Runtime sessions), so Ctrl-C is honoured within a second
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code if isinstance(code, int) else 0)

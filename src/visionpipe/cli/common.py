@@ -153,8 +153,18 @@ def progress(total: int | None, label: str, quiet: bool = False) -> Iterator:
         yield advance
 
 
+def say(message: str) -> None:
+    """A human-facing line on stderr, escaped so that no name in it can drive the terminal."""
+    from visionpipe.errors import printable
+
+    typer.echo(printable(message), err=True)
+
+
 def report_failure(source: str, error: BaseException) -> None:
-    typer.echo(f"failed: {source}: {error}", err=True)
+    """One stderr line per failed input; names are escaped so a file name cannot drive the terminal."""
+    from visionpipe.errors import printable
+
+    typer.echo(printable(f"failed: {source}: {error}"), err=True)
 
 
 @contextmanager
@@ -184,16 +194,19 @@ def progress_messages(quiet: bool = False) -> Iterator:
     ``failed: ...`` lines, which are not progress. Yields ``say``."""
     from rich.console import Console
 
+    from visionpipe.errors import printable
+
     if quiet:
-        yield lambda message: typer.echo(message, err=True) if message.startswith("failed:") else None
+        yield lambda message: typer.echo(printable(message), err=True) if message.startswith("failed:") else None
         return
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda message: typer.echo(message, err=True)
+        yield lambda message: typer.echo(printable(message), err=True)
         return
     with console.status("working") as status:
 
         def say(message: str) -> None:
+            message = printable(message)  # names in it cannot drive the terminal
             console.print(message, markup=False, highlight=False)  # kept above the spinner
             status.update(message[:100], spinner="dots")
 

@@ -21,6 +21,7 @@ from visionpipe.cli.common import (
     quiet_option,
     report_failure,
     report_notes,
+    say,
 )
 from visionpipe.io.dataset_formats import OutputFormat
 from visionpipe.postprocess.fusion import FusionMethod
@@ -50,7 +51,15 @@ def detect(
         None, "--fusion-iou", min=0.0, max=1.0, help="IoU for fusing boxes across models."
     ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
-    out: Path = typer.Option(Path("visionpipe-out"), "--out", "-o", help="Output folder."),
+    names_file: Path | None = typer.Option(
+        None, "--names-file", help="Class names, one per line (replaces the model's; may be anywhere)."
+    ),
+    out: Path = typer.Option(
+        Path("visionpipe-out"), "--out", "-o", help="Output folder (must be empty or absent, see --exist-ok)."
+    ),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="Reuse a non-empty --out: an earlier run's outputs there are replaced, others kept."
+    ),
     formats: list[OutputFormat] = typer.Option(
         [OutputFormat.COCO, OutputFormat.JSONL],
         "--format",
@@ -159,21 +168,29 @@ def detect(
             max_pixels=max_pixels,
         )
         return
+    from visionpipe.evaluation import load_annotations
+    from visionpipe.interrupt import Interrupted, stop_on_signals
     from visionpipe.io.annotate import annotate, encode_image
     from visionpipe.io.dataset_formats import open_writers
-    from visionpipe.io.formats import atomic_open, atomic_write_bytes, unique_name
-    from visionpipe.io.images import DecodeLimits, decode_image
-    from visionpipe.io.sources import expand_sources
+    from visionpipe.io.formats import abort_writers, atomic_open, atomic_write_bytes, close_writers, unique_name
+    from visionpipe.io.images import DecodeLimits
+    from visionpipe.io.outdir import OutputFolder
+    from visionpipe.io.sources import check_unique_names, expand_sources, run_ids
     from visionpipe.monitor.monitor import monitoring
 
+    folder = OutputFolder(out, exist_ok=exist_ok)  # refused now, before anything is loaded
     paths = expand_sources(sources)
-    gt = json.loads(annotations.read_text(encoding="utf-8")) if annotations else None
+    ids = run_ids(paths)
+    gt = load_annotations(annotations) if annotations else None
+    if gt is not None:
+        check_unique_names(paths, "--annotations matches images by file name")
     pipeline = build_pipeline(
         model,
         fusion,
         weights,
         fusion_iou,
         family=family,
+        names_file=names_file,
         conf=conf,
         iou=iou,
         max_det=max_det,
@@ -188,50 +205,82 @@ def detect(
     report_notes(pipeline)
     if save_txt or save_conf:
         formats = [*formats, OutputFormat.YOLO]
-    writers = open_writers(formats, out, pipeline.class_names, gt, save_conf=save_conf, model_name=pipeline.name)
+    folder.start()
+    writers = open_writers(
+        formats,
+        out,
+        pipeline.class_names,
+        gt,
+        save_conf=save_conf,
+        model_name=pipeline.name,
+        claim=folder.claim,  # every output listed in the folder's manifest before it is written
+    )
 
     failures: list[dict] = []
     boxes = 0
+    done = 0
     used_names: set[str] = set()
+    interrupted: Interrupted | None = None
     start = time.perf_counter()
     try:
-        with pipeline, monitoring(pipeline, monitor, tag=monitor_tag), progress(len(paths), "detect", quiet) as advance:
-            for result in pipeline.stream(paths):
-                for writer in writers:
-                    writer.write(result)
-                if result.error is not None:
-                    failures.append({"path": result.source, "error": str(result.error)})
-                    report_failure(result.source, result.error)
-                else:
-                    boxes += len(result.detections)
-                    if save_images:
-                        name = unique_name(Path(result.source).name, result.index, used_names)
-                        drawn = annotate(decode_image(result.source, pipeline.limits), result.detections)
-                        atomic_write_bytes(out / "annotated" / name, encode_image(drawn, Path(name).suffix))
-                advance()
+        with stop_on_signals() as stop:
+            try:
+                with (
+                    pipeline,
+                    monitoring(pipeline, monitor, tag=monitor_tag),
+                    progress(len(paths), "detect", quiet) as advance,
+                ):
+                    for result in pipeline.stream(paths, keep_images=save_images):
+                        with stop.critical():  # a signal waits until this result is written everywhere
+                            result.image_id = ids[result.index]
+                            for writer in writers:
+                                writer.write(result)
+                            done += 1
+                            if result.error is not None:
+                                failures.append({"path": result.source, "error": str(result.error)})
+                                report_failure(result.source, result.error)
+                            else:
+                                boxes += len(result.detections)
+                                if save_images:
+                                    # the frame already decoded: the file may have changed since
+                                    name = unique_name(result.image_id, result.index, used_names)
+                                    drawn = annotate(result.image, result.detections)
+                                    result.image = None
+                                    target = folder.claim(Path("annotated") / name)
+                                    atomic_write_bytes(target, encode_image(drawn, Path(name).suffix))
+                            advance()
+            except Interrupted as exc:
+                interrupted = exc  # stop taking inputs; what was accepted is still published
+            close_writers(writers)
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        abort_writers(writers)
         raise
-    for writer in writers:
-        writer.close()
+    finally:
+        folder.record_new_files()
     elapsed = time.perf_counter() - start
 
     summary = {
         "model": pipeline.name,
         "family": "+".join(m.model.family for m in pipeline.members),
         "images": len(paths),
-        "processed": len(paths) - len(failures),
+        "processed": done - len(failures),
         "failed": failures,
         "detections": boxes,
         "seconds": round(elapsed, 3),
-        "images_per_second": round(len(paths) / elapsed, 2) if elapsed > 0 else None,
+        "images_per_second": round(done / elapsed, 2) if elapsed > 0 else None,
     }
-    with atomic_open(out / "summary.json") as handle:
+    if interrupted is not None:
+        summary["interrupted"] = interrupted.signal_name
+        summary["not_processed"] = len(paths) - done
+    with atomic_open(folder.claim("summary.json")) as handle:
         json.dump(summary, handle, indent=2)
-    typer.echo(
-        f"{summary['processed']}/{len(paths)} images, {boxes} detections, {summary['images_per_second']} img/s -> {out}",
-        err=True,
+    folder.close()
+    stopped = f" (stopped by {interrupted.signal_name}, {len(paths) - done} not processed)" if interrupted else ""
+    say(
+        f"{summary['processed']}/{len(paths)} images, {boxes} detections, {summary['images_per_second']} img/s -> {out}"
+        + stopped
     )
+    if interrupted is not None:
+        raise typer.Exit(interrupted.exit_code)
     if failures:
         raise typer.Exit(2)

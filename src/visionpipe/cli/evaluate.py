@@ -44,6 +44,9 @@ def evaluate(
     ),
     annotations: Path = typer.Option(..., "--annotations", exists=True, dir_okay=False, help="COCO annotation json."),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
+    names_file: Path | None = typer.Option(
+        None, "--names-file", help="Class names, one per line (replaces the model's; may be anywhere)."
+    ),
     conf: float = typer.Option(0.01, "--conf", min=0.0, max=1.0, help="Score threshold (low, as evaluation wants)."),
     iou: float | None = typer.Option(
         None, "--iou", min=0.0, max=1.0, help="NMS IoU threshold (model default if omitted)."
@@ -91,6 +94,7 @@ def evaluate(
         weights,
         fusion_iou,
         family=family,
+        names_file=names_file,
         conf=conf,
         iou=iou,
         max_det=max_det,
@@ -138,9 +142,15 @@ def evaluate(
 
 def _print_table(summary: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{summary['model']} on {summary['images']} images")
+    from visionpipe.errors import printable
+
+    def cell(text: object) -> str:  # names come from files: no terminal controls, no Rich markup
+        return escape(printable(text))
+
+    table = Table(title=cell(f"{summary['model']} on {summary['images']} images"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("map_50_95", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_100"):
@@ -150,7 +160,7 @@ def _print_table(summary: dict) -> None:
         f"{summary['precision']:.4f} / {summary['recall']:.4f}",
     )
     for name, scores in summary.get("members", {}).items():
-        table.add_row(f"member {name} map_50_95 / map_50", f"{scores['map_50_95']:.4f} / {scores['map_50']:.4f}")
+        table.add_row(cell(f"member {name} map_50_95 / map_50"), f"{scores['map_50_95']:.4f} / {scores['map_50']:.4f}")
     for name, ap in sorted(summary["per_class_ap"].items(), key=lambda kv: -kv[1]):
-        table.add_row(f"AP {name}", f"{ap:.4f}")
+        table.add_row(cell(f"AP {name}"), f"{ap:.4f}")
     Console(stderr=True).print(table)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from visionpipe.cli.common import MODEL_HELP, annotated_images, progress_messages, quiet_option, resolve_model_source
+from visionpipe.cli.common import (
+    MODEL_HELP,
+    annotated_images,
+    progress_messages,
+    quiet_option,
+    resolve_model_source,
+    say,
+)
 
 OPTIMIZE_HELP = (
     "Write optimized variants of a model (int8, fp16, pruned, dynamic batch, simplified) that load "
@@ -79,7 +86,11 @@ def optimize(
     ),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
     quiet: bool = quiet_option(),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="Reuse a non-empty --out: an earlier run's outputs there are replaced, others kept."
+    ),
 ) -> None:
+    from visionpipe.io.outdir import OutputFolder
     from visionpipe.io.sources import expand_sources
     from visionpipe.optimize.workflow import optimize_model
 
@@ -89,10 +100,13 @@ def optimize(
         )
     if (validate is None) != (images is None):
         raise typer.BadParameter("--validate and --images go together", param_hint="--validate")
+    folder = OutputFolder(out, exist_ok=exist_ok)  # refused now, before the model is loaded
     if int8 and calibration is None:
         typer.echo("no --calibration: --int8 writes dynamic (weights-only) int8", err=True)
         int8, int8_dynamic = False, True
-    with progress_messages(quiet) as say:
+    keep = [Path(model)] if Path(model).is_file() else []  # never remove this run's own input
+    # every file the variants write is listed, whatever happens
+    with folder.start(keep=keep), progress_messages(quiet) as say:
         report = optimize_model(
             resolve_model_source(model),
             out,
@@ -126,7 +140,10 @@ def benchmark(
         None, "--annotations", exists=True, dir_okay=False, help="COCO json: adds mAP."
     ),
     out: Path = typer.Option(
-        Path("benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, benchmark.png."
+        Path("benchmark"), "--out", help="Folder for benchmark.json, benchmark.md, benchmark.png (must be empty)."
+    ),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="Reuse a non-empty --out: an earlier run's outputs there are replaced, others kept."
     ),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes to time, comma-separated."),
     warmup: int = typer.Option(5, "--warmup", min=0, help="Untimed runs per batch size."),
@@ -144,8 +161,11 @@ def benchmark(
     ),
     quiet: bool = quiet_option(),
 ) -> None:
+    from visionpipe.io.outdir import OutputFolder
     from visionpipe.io.sources import expand_sources
     from visionpipe.optimize.benchmark import BenchmarkConfig, benchmark_models
+
+    folder = OutputFolder(out, exist_ok=exist_ok)
 
     try:
         batch_sizes = tuple(int(b) for b in batch.split(",") if b.strip())
@@ -168,9 +188,12 @@ def benchmark(
         timeout=timeout,
     )
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()] if runtime else None
-    report = benchmark_models([resolve_model_source(m) for m in models], config, progress=not quiet, runtimes=runtimes)
-    written = report.write(out)
+    sources = [resolve_model_source(m) for m in models]
+    keep = [Path(m) for m in models if Path(m).is_file()]  # a model benchmarked from inside --out stays
+    report = benchmark_models(sources, config, progress=not quiet, runtimes=runtimes)
+    with folder.start(keep=keep):
+        written = report.write(out)
     typer.echo(report.to_markdown())
-    typer.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)
+    say(f"wrote {', '.join(str(p) for p in written.values())}")
     if not all(row.ok for row in report.rows):
         raise typer.Exit(2)

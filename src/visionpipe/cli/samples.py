@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from visionpipe.cli.common import say
+
 HELP = (
     "Write a few sample images to try the built-in models on: real frames with people and cars, and "
     "synthetic signs with printed text."
@@ -41,7 +43,7 @@ def samples(
     rng = np.random.default_rng(seed)
     for i, (text, background, ink) in enumerate(SIGNS):
         atomic_write_bytes(folder / f"sign_{i}.jpg", encode_image(make_sign(rng, text, background, ink), ".jpg"))
-    typer.echo(f"wrote {len(frames)} video frames (people, cars) and {len(SIGNS)} text signs to {folder}", err=True)
+    say(f"wrote {len(frames)} video frames (people, cars) and {len(SIGNS)} text signs to {folder}")
 
 
 def make_sign(rng, text: str, background: tuple, ink: tuple):

@@ -16,6 +16,7 @@ from visionpipe.cli.common import (
     parse_classes,
     parse_input_size,
     report_notes,
+    say,
 )
 from visionpipe.postprocess.fusion import FusionMethod
 from visionpipe.video.buffer import BufferPolicy
@@ -36,6 +37,9 @@ def video(
     fusion: FusionMethod | None = typer.Option(None, "--fusion", help=FUSION_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     family: str | None = typer.Option(None, "--family", help="Decoder family of a bare model file without metadata."),
+    names_file: Path | None = typer.Option(
+        None, "--names-file", help="Class names, one per line (replaces the model's; may be anywhere)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write an annotated MP4 here."),
     jsonl: Path | None = typer.Option(None, "--jsonl", help="Write one JSON line per processed frame here."),
     policy: BufferPolicy = typer.Option(
@@ -83,13 +87,23 @@ def video(
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics."
     ),
+    open_timeout: float = typer.Option(
+        10.0, "--open-timeout", min=0.1, help="Seconds a network stream may take to open, per attempt."
+    ),
+    read_timeout: float = typer.Option(
+        10.0, "--read-timeout", min=0.1, help="Seconds a network stream may go without a frame before a reconnect."
+    ),
+    retries: int = typer.Option(
+        5, "--retries", min=0, help="Reconnection attempts for a stream that fails or drops (backoff 0.5 s to 10 s)."
+    ),
 ) -> None:
     import json
 
+    from visionpipe.interrupt import Interrupted, stop_on_signals
     from visionpipe.monitor.monitor import monitoring
     from visionpipe.video.processor import VideoProcessor
     from visionpipe.video.sinks import JsonlSink, VideoFileSink
-    from visionpipe.video.sources import open_source
+    from visionpipe.video.sources import ReconnectPolicy, open_source
     from visionpipe.video.tracking import ByteTracker
     from visionpipe.video.zones import LineCounter, PolygonZone, ZoneError
 
@@ -118,6 +132,7 @@ def video(
         weights,
         None,
         family=family,
+        names_file=names_file,
         conf=conf,
         iou=iou,
         max_det=max_det,
@@ -128,12 +143,19 @@ def video(
         device=device,
     )
     report_notes(pipeline)
-    src = open_source(source)
+    src = open_source(
+        source, reconnect=ReconnectPolicy(max_attempts=retries), open_timeout=open_timeout, read_timeout=read_timeout
+    )
     sinks = []
-    if jsonl is not None:
-        sinks.append(JsonlSink(jsonl))
-    if out is not None:
-        sinks.append(VideoFileSink(out, lambda: src.fps))
+    try:
+        if jsonl is not None:
+            sinks.append(JsonlSink(jsonl))
+        if out is not None:
+            sinks.append(VideoFileSink(out, lambda: src.fps))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            str(exc), param_hint="--jsonl" if jsonl is not None and not sinks else "--out"
+        ) from None
     processor = VideoProcessor(
         pipeline,
         src,
@@ -150,18 +172,21 @@ def video(
         sinks=sinks,
     )
     most_in_zone = [0] * len(polygons)
-    with monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port, video=processor):
-        processor.start()
+    interrupted: Interrupted | None = None
+    with (
+        monitoring(pipeline, monitor, tag=monitor_tag, metrics_port=metrics_port, video=processor),
+        stop_on_signals(),
+    ):
         try:
+            processor.start()
             with _status() as show:
                 for result in processor.results():
                     if result.overlay is not None:
                         most_in_zone = [max(m, z.count) for m, z in zip(most_in_zone, result.overlay.zones)]
                     show(processor.stats)
-        except KeyboardInterrupt:
-            processor.stop(drain=False)
-            raise
-        stats = processor.stop()
+        except Interrupted as exc:
+            interrupted = exc  # stop capturing, drop what waits, close every output
+        stats = processor.stop(drain=interrupted is None)
     summary = stats.as_dict()
     if counter is not None:
         summary["line"] = {"in": counter.in_count, "out": counter.out_count}
@@ -170,7 +195,15 @@ def video(
             {"points": zone.polygon.tolist(), "count": zone.current_count, "max_count": most}
             for zone, most in zip(polygons, most_in_zone)
         ]
+    if interrupted is not None:
+        summary["interrupted"] = interrupted.signal_name
     typer.echo(json.dumps(summary, indent=2))
+    if stats.source_state == "failed":
+        say(f"source failed: {stats.source_message}")
+    for output, error in stats.sink_errors.items():
+        say(f"output failed ({output}): {error}")
+    if interrupted is not None:
+        raise typer.Exit(interrupted.exit_code)
     if stats.source_state == "failed" or stats.errors:
         raise typer.Exit(2)
 

@@ -52,7 +52,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     path = Path(path)
     fd, tmp = _temp_beside(path)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+        text = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}  # file names kept byte for byte
+        with os.fdopen(fd, mode, **({} if "b" in mode else text)) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -116,16 +117,24 @@ class _StreamingFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         fd, self.tmp = _temp_beside(path)
-        self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        # surrogateescape: a file name that is not UTF-8 is written back as the bytes it was
+        self.handle = os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="")
 
     def publish(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:  # a full disk while flushing: no .part left behind
+            self.discard()
+            raise
 
     def discard(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError:  # closing flushes, and the disk may still be full
+            pass
         self.tmp.unlink(missing_ok=True)
 
 
@@ -271,6 +280,31 @@ def results_to_pandas(results) -> Any:
     return frame
 
 
+def close_writers(writers: Sequence[ResultWriter]) -> None:
+    """Publish every writer's file(s); if one fails (a full disk), the rest are discarded rather
+    than left as ``.part`` files, and the first error is raised."""
+    error: BaseException | None = None
+    for writer in writers:
+        if error is None:
+            try:
+                writer.close()
+            except BaseException as exc:
+                error = exc
+                writer.abort()
+        else:
+            writer.abort()
+    if error is not None:
+        raise error
+
+
+def abort_writers(writers: Sequence[ResultWriter]) -> None:
+    for writer in writers:
+        try:
+            writer.abort()
+        except OSError:
+            pass
+
+
 def unique_name(name: str, index: int, used: set[str]) -> str:
     """``name``, or ``<index>_<name>`` when an earlier input of the run already took it."""
     if name in used:
@@ -293,8 +327,10 @@ class YoloWriter(ResultWriter):
     they are not copied there (photos are large): link or copy them. ``classes.txt`` lists one name
     per line, as CVAT's and labelImg's YOLO import expect.
 
-    Two inputs with the same file name (from different folders) get distinct files: the later one
-    is prefixed with its position in the run.
+    A label's name is the image id with ``.txt``: the file name, or the path relative to the
+    inputs' common folder when names clash (``run_ids``), so labels then mirror the inputs' folders.
+    Two ids that still map to one label name (``a.jpg`` and ``a.png``) get distinct files: the
+    later is prefixed with its position in the run.
     """
 
     def __init__(self, out: str | os.PathLike, class_names: Sequence[str] = (), save_conf: bool = False) -> None:
@@ -315,7 +351,7 @@ class YoloWriter(ResultWriter):
             text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f} {r[5]:.5f}\n" for r in rows)
         else:
             text = "".join(f"{int(r[0])} {r[1]:.6f} {r[2]:.6f} {r[3]:.6f} {r[4]:.6f}\n" for r in rows)
-        name = unique_name(f"{Path(result.image_id).stem}.txt", result.index, self.used)
+        name = unique_name(Path(result.image_id).with_suffix(".txt").as_posix(), result.index, self.used)
         with atomic_open(self._owned(self.folder / name)) as handle:
             handle.write(text)
 

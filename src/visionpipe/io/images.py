@@ -1,15 +1,14 @@
 """Decode any supported image input to an 8-bit BGR array, or raise ImageDecodeError saying why.
 
 Limits are checked before any pixel is decoded: the byte size first, then the pixel count read from
-the header (Pillow reads headers lazily), so a decompression bomb never reaches the decoder.
+the header by visionpipe's own parsers (``image_header``: the largest size the file declares,
+found the way the native decoder finds it), so a decompression bomb never reaches the decoder.
 Grayscale, palette, RGBA and 16-bit images become 8-bit BGR; EXIF orientation is applied.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import cv2
 import numpy as np
 
 from visionpipe.errors import ImageDecodeError
+from visionpipe.io.files import InputFileError, read_file
+from visionpipe.io.image_header import HeaderError, declared_size
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
@@ -45,6 +46,8 @@ def describe_source(source: object) -> str:
         return f"<array {source.shape} {source.dtype}>"
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
+    if isinstance(source, ImageDecodeError):  # an input that failed before reaching the pipeline
+        return source.source
     return f"<{type(source).__name__}>"
 
 
@@ -53,7 +56,9 @@ def decode_image(source: ImageInput, limits: DecodeLimits = DEFAULT_LIMITS) -> n
     if isinstance(source, np.ndarray):
         return _from_array(source, limits)
     if isinstance(source, (str, os.PathLike)):
-        return _from_bytes(_read_file(Path(source), limits), str(source), limits)
+        return _from_bytes(
+            _read_file(source if isinstance(source, Path) else Path(source), limits), str(source), limits
+        )
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > limits.max_bytes:
@@ -66,22 +71,9 @@ def decode_image(source: ImageInput, limits: DecodeLimits = DEFAULT_LIMITS) -> n
 
 def _read_file(path: Path, limits: DecodeLimits) -> bytes:
     try:
-        if path.is_dir():
-            raise ImageDecodeError(str(path), "is a directory")
-        if path.stat().st_size > limits.max_bytes:
-            raise ImageDecodeError(str(path), f"{path.stat().st_size} bytes exceeds the limit of {limits.max_bytes}")
-        # pipes and devices report no size: read at most one byte past the limit to find out
-        with path.open("rb") as handle:
-            data = handle.read(limits.max_bytes + 1)
-    except FileNotFoundError:
-        raise ImageDecodeError(str(path), "file not found") from None
-    except OSError as exc:
-        raise ImageDecodeError(str(path), exc.strerror or str(exc)) from None
-    except ValueError as exc:  # e.g. a NUL character in the path
-        raise ImageDecodeError(repr(str(path)), f"invalid path: {exc}") from None
-    if len(data) > limits.max_bytes:
-        raise ImageDecodeError(str(path), f"size exceeds the limit of {limits.max_bytes} bytes")
-    return data
+        return read_file(path, limits.max_bytes)
+    except InputFileError as exc:
+        raise ImageDecodeError(exc.path, exc.cause) from None
 
 
 def _from_bytes(data: bytes, name: str, limits: DecodeLimits) -> np.ndarray:
@@ -94,7 +86,7 @@ def _from_bytes(data: bytes, name: str, limits: DecodeLimits) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD_FLAGS)
     if image is None or image.size == 0:
         raise ImageDecodeError(name, "not a decodable image (corrupt, truncated or unsupported format)")
-    if image.shape[0] * image.shape[1] > limits.max_pixels:  # formats whose header Pillow cannot read
+    if image.shape[0] * image.shape[1] > limits.max_pixels:  # never expected: the header was checked
         raise ImageDecodeError(
             name, f"{image.shape[1]}x{image.shape[0]} exceeds the limit of {limits.max_pixels / 1e6:g} MP"
         )
@@ -125,18 +117,18 @@ def _jpeg_is_truncated(data: bytes) -> bool:
 
 
 def _check_header(data: bytes, name: str, limits: DecodeLimits) -> None:
-    """Reject images whose header declares more pixels than allowed, without decoding them."""
-    from PIL import Image, UnidentifiedImageError
+    """Reject images whose header declares more pixels than allowed, without decoding them.
 
+    The size is read by visionpipe's own parsers (``image_header``), walking each format the way
+    its native decoder does, so no file reaches a decoder with a size that was not checked.
+    """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we apply our limit below
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
-    except Image.DecompressionBombError:
-        raise ImageDecodeError(name, "declared size exceeds the decoder's safety limit") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return  # not a format Pillow reads; OpenCV decides, and the size is checked after decoding
+        size = declared_size(data)
+    except HeaderError as exc:
+        raise ImageDecodeError(name, f"unreadable image header ({exc})") from None
+    if size is None:
+        raise ImageDecodeError(name, "not a decodable image (unrecognised format)")
+    width, height = size
     if width * height > limits.max_pixels:
         raise ImageDecodeError(
             name,

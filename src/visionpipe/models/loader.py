@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visionpipe.errors import SpecError, UnknownOutputLayoutError
+from visionpipe.errors import ModelLoadError, SpecError, UnknownOutputLayoutError
 from visionpipe.models.backend import Backend
 from visionpipe.models.backends import open_backend
 from visionpipe.models.bundle import bundle_spec, is_bundle
@@ -27,10 +28,15 @@ from visionpipe.models.decoders import (
     matching_families,
 )
 from visionpipe.models.presets import DEFAULT_INPUT_SIZE
-from visionpipe.models.spec import ModelSpec, ThresholdSpec, find_sidecar_spec
+from visionpipe.models.spec import MAX_INPUT_SIDE, ModelSpec, ThresholdSpec, find_sidecar_spec
 from visionpipe.preprocess import PreprocessConfig
 
 SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
+MAX_METADATA_INPUT_SIDE = 2048  # pixels per side taken from a model's own metadata
+
+
+class ModelWarning(UserWarning):
+    """A model's file or metadata asked for something visionpipe adjusted (and says how)."""
 
 
 @dataclass
@@ -65,6 +71,7 @@ def load_model(
     source: str | Path | ModelSpec | dict[str, Any],
     *,
     family: str | None = None,
+    names_file: str | Path | None = None,
     device: str = "cpu",
     intra_op_threads: int = 0,
     runtime: str | None = None,
@@ -83,16 +90,24 @@ def load_model(
         model = load_model("yolox.yaml")                        # a spec file
         model = load_model("yolov8n.onnx")                      # Ultralytics metadata configures it
         model = load_model({"model": "m.xml", "family": "yolox"}, device="cpu")   # OpenVINO IR
+    ``names_file`` (one class name per line) replaces the spec's class names; unlike a spec's own
+    ``names_file`` it may be anywhere, since the caller chose it.
     """
     spec = resolve_spec(source)
     updates: dict = {k: v for k, v in {"family": family, "runtime": runtime}.items() if v is not None}
     if input_size is not None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-        if len(size) != 2 or any(int(v) != v or v < 1 for v in size):
-            raise SpecError(f"input size must be a positive int or (height, width), got {input_size!r}")
+        if len(size) != 2 or any(int(v) != v or not 1 <= v <= MAX_INPUT_SIDE for v in size):
+            raise SpecError(
+                f"input size must be an int from 1 to {MAX_INPUT_SIDE} or (height, width) of them, got {input_size!r}"
+            )
         updates["input_size"] = (int(size[0]), int(size[1]))
+    if names_file is not None:
+        updates.update(names_file=Path(names_file), classes=None)
     if updates:
         spec = spec.model_copy(update=updates)
+    if names_file is not None:
+        spec._names_root = None  # the caller chose it: it may be anywhere
     backend = open_backend(
         spec.model, spec.runtime, device=device, intra_op_threads=intra_op_threads, input_size=spec.input_size
     )
@@ -101,6 +116,8 @@ def load_model(
 
 def build_model(spec: ModelSpec, backend: Backend) -> DetectionModel:
     """Configure a loaded backend from a spec, the model's metadata and the family preset."""
+    if not backend.inputs:
+        raise ModelLoadError(f"cannot load model {spec.model}: it has no inputs (a detector takes an image)")
     embedded = ultralytics_config(backend.metadata)
     options = dict(spec.decoder)
     class_path = options.pop("class", None)
@@ -159,10 +176,16 @@ def apply_thresholds(base: DecodeParams, thresholds: ThresholdSpec, class_names:
 
 
 def class_ids_for(classes: list[int | str], class_names: tuple[str, ...]) -> tuple[int, ...]:
-    """Class ids from a mix of ids and names (``["person", 2]``)."""
+    """Class ids from a mix of ids and names (``["person", 2]``); an id the model does not have is
+    refused (it would silently select nothing)."""
     ids = []
     for item in classes:
         if isinstance(item, int) or str(item).isdigit():
+            if not 0 <= int(item) < len(class_names):
+                raise SpecError(
+                    f"class id {item} is out of range: the model knows {len(class_names)} classes "
+                    f"(ids 0 to {len(class_names) - 1})"
+                )
             ids.append(int(item))
         elif item in class_names:
             ids.append(class_names.index(item))
@@ -228,6 +251,20 @@ def _input_size(
 ) -> tuple[int, int]:
     model_hw = backend.input_hw
     wanted = spec.input_size or embedded.get("input_size")
+    if wanted is not None and spec.input_size is None and any(v < 1 for v in wanted):
+        raise SpecError(f"the model's metadata gives an input size of {tuple(wanted)}; give input_size in a spec")
+    if wanted is not None and spec.input_size is None and max(wanted) > MAX_METADATA_INPUT_SIDE:
+        # metadata travels with a downloaded file: a huge imgsz on a dynamic-input model would
+        # cost gigabytes per image, so it is capped (a spec's input_size can ask for more)
+        stride = embedded.get("stride") or 32
+        capped = tuple(max(stride, min(v, MAX_METADATA_INPUT_SIDE) // stride * stride) for v in wanted)
+        warnings.warn(
+            f"{spec.model.name}: the metadata's input size {tuple(wanted)} is over {MAX_METADATA_INPUT_SIDE}; "
+            f"using {capped} (set input_size in a spec to choose)",
+            ModelWarning,
+            stacklevel=2,
+        )
+        wanted = capped
     if wanted is not None:
         if any(fixed is not None and fixed != asked for fixed, asked in zip(model_hw, wanted)):
             raise SpecError(f"the model's input is fixed at {model_hw}, the spec asks for {tuple(wanted)}")

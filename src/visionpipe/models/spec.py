@@ -7,6 +7,10 @@ The smallest spec names the weights and the family::
 
 Everything else (input size, preprocessing, classes, thresholds, decoder options) is optional and
 overrides the family preset field by field. Relative paths are relative to the spec file.
+
+A spec file is data someone may hand you: its ``names_file`` must stay inside the spec's folder (a
+names file elsewhere is passed by the user, e.g. ``--names-file``), every file is read with a size
+cap, and nesting deeper than any real spec needs is refused.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from visionpipe.errors import SpecError, VisionpipeError
 
 if TYPE_CHECKING:  # the loader imports this module; a DetectionModel is only read here
     from visionpipe.models.loader import DetectionModel
+from visionpipe.io.files import MAX_NAMES_BYTES, MAX_SPEC_BYTES, InputFileError, read_text
+
+MAX_SPEC_DEPTH = 16  # a real spec nests 3 deep; YAML anchors or a hostile file can nest thousands
+MAX_INPUT_SIDE = 8192  # pixels per side of a model input; 8192 x 8192 x 3 float32 is 800 MB
 
 
 class _Strict(BaseModel):
@@ -72,29 +80,44 @@ class ModelSpec(_Strict):
     names_file: Path | None = None
     thresholds: ThresholdSpec = ThresholdSpec()
     decoder: dict[str, Any] = {}
+    # set for specs read from a file: the folder a names_file must stay in (None: trusted caller)
+    _names_root: Path | None = PrivateAttr(None)
 
     @field_validator("input_size", mode="before")
     @classmethod
     def _square(cls, value: Any) -> Any:
         return (value, value) if isinstance(value, int) else value
 
+    @field_validator("input_size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(0 < side <= MAX_INPUT_SIDE for side in value):
+            raise ValueError(f"each side must be between 1 and {MAX_INPUT_SIDE} pixels, got {list(value)}")
+        return value
+
     @classmethod
     def from_file(cls, path: str | Path) -> ModelSpec:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
+            text = read_text(path, MAX_SPEC_BYTES)
+        except InputFileError as exc:
+            raise SpecError(f"cannot read spec {path}: {exc.cause}") from None
         try:
             raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
             raise SpecError(f"spec {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        except RecursionError:
+            raise SpecError(f"spec {path} is nested too deeply") from None
         if not isinstance(raw, dict):
             raise SpecError(f"spec {path} must be a mapping with at least 'model'")
-        return cls.from_dict(raw, base_dir=path.parent)
+        spec = cls.from_dict(raw, base_dir=path.parent)
+        spec._names_root = path.parent  # the names file it names must stay beside it
+        return spec
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".") -> ModelSpec:
+        if _depth(raw) > MAX_SPEC_DEPTH:
+            raise SpecError(f"invalid model spec: nested deeper than {MAX_SPEC_DEPTH} levels")
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
@@ -112,12 +135,38 @@ class ModelSpec(_Strict):
         if self.classes is not None:
             return tuple(self.classes)
         if self.names_file is not None:
+            if self._names_root is not None:
+                _confine(self.names_file, self._names_root)
             try:
-                lines = self.names_file.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise SpecError(f"cannot read names file {self.names_file}: {exc.strerror or exc}") from None
+                lines = read_text(self.names_file, MAX_NAMES_BYTES).splitlines()
+            except InputFileError as exc:
+                raise SpecError(f"cannot read names file {self.names_file}: {exc.cause}") from None
             return tuple(line.strip() for line in lines if line.strip())
         return None
+
+
+def _confine(path: Path, folder: Path) -> None:
+    """Refuse a path (after symbolic links) outside ``folder``: a spec may only name files beside it."""
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop
+        inside = False
+    if not inside:
+        raise SpecError(
+            f"names_file {path} is outside the spec's folder {folder}; "
+            "give it on the command line (--names-file) to use it"
+        )
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply dicts and lists nest, counted without recursing past the limit."""
+    if level > MAX_SPEC_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, (list, tuple)):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
 
 
 def find_sidecar_spec(model_file: str | Path) -> Path | None:

@@ -15,6 +15,7 @@ time per frame, however fast the source is (see ``latency_bound_frames``).
 
 from __future__ import annotations
 
+import inspect
 import os
 import queue
 import threading
@@ -104,6 +105,7 @@ class VideoStats:
     elapsed: float = 0.0
     source_state: str = ""
     source_message: str | None = None
+    sink_errors: dict[str, str] = field(default_factory=dict)  # first failure of each output
 
     @property
     def dropped_total(self) -> int:
@@ -208,7 +210,7 @@ class VideoProcessor:
             raise RuntimeError("the processor was stopped; create a new one")
         if self._threads:
             raise RuntimeError("the processor is already started")
-        self.source.open()
+        self._open_source()
         self._started_at = self.clock()
         self._threads = [
             threading.Thread(target=self._capture, name="visionpipe-capture", daemon=True),
@@ -216,6 +218,25 @@ class VideoProcessor:
         ]
         for thread in self._threads:
             thread.start()
+
+    def _open_source(self) -> None:
+        """Open the source on a helper thread while this one waits in short steps: opening a
+        stream can block in native code for its whole timeout, and a signal (Ctrl-C) is only
+        handled between the steps of the waiting thread, so it is honoured within 0.1 s."""
+        failure: list[BaseException] = []
+
+        def open_it() -> None:
+            try:
+                self.source.open()
+            except BaseException as exc:  # handed to the waiting thread
+                failure.append(exc)
+
+        opener = threading.Thread(target=open_it, name="visionpipe-open", daemon=True)
+        opener.start()
+        while opener.is_alive():
+            opener.join(0.1)
+        if failure:
+            raise failure[0]
 
     def stop(self, drain: bool = True, timeout: float = 10.0) -> VideoStats:
         """Stop capturing; process (``drain``) or discard what is buffered; release everything."""
@@ -231,13 +252,29 @@ class VideoProcessor:
                 self._count_drop(DropCause.STOPPED)
         self._abandoned.set()  # nobody may be reading results any more: do not block on them
         deadline = time.monotonic() + timeout
+        # discarding, the capture thread is not waited for long: it may be blocked in a stream read
+        # until that read times out; the inference thread finishes the frames already in flight
+        brief = 0.25
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            limit = deadline - time.monotonic()
+            if not drain and thread.name == "visionpipe-capture":
+                limit = min(limit, brief)
+            thread.join(max(0.0, limit))
         self.buffer.close()
-        self.source.close()
-        for sink in self.sinks:
-            sink.close()
-        self._closed = True
+        try:
+            # a read blocked in a stream that stopped answering must not hold the stop up
+            close_source = self.source.close
+            if "wait" in inspect.signature(close_source).parameters:
+                close_source(wait=brief if not drain else max(0.0, deadline - time.monotonic()))
+            else:
+                close_source()
+        finally:
+            for sink in self.sinks:  # every sink closed (an MP4 finalised) whatever else failed
+                try:
+                    sink.close()
+                except Exception as exc:
+                    self._sink_failed(sink, exc)
+            self._closed = True
         return self.stats
 
     def run(self, on_result: Callable[[FrameResult], None] | None = None) -> VideoStats:
@@ -299,6 +336,7 @@ class VideoProcessor:
                 fps=float(sum(1 for t in self._recent if now - t <= 1.0)),
                 elapsed=0.0 if self._started_at is None else now - self._started_at,
                 source_state=getattr(self.source, "state", ""),
+                sink_errors=dict(self._stats.sink_errors),
                 source_message=getattr(self.source, "failure", None),
             )
             latencies = np.fromiter(self._latencies, float)
@@ -351,7 +389,8 @@ class VideoProcessor:
             batch = self.buffer.get_batch(1, timeout=0.05)
             if batch:
                 in_flight.append(batch[0])
-                yield batch[0].image
+                # a frame that failed upstream goes through as its error, keeping frame order
+                yield batch[0].image if batch[0].error is None else batch[0].error
             elif self.buffer.closed and not len(self.buffer):
                 return
 
@@ -382,6 +421,7 @@ class VideoProcessor:
                 sink.write(result)
             except Exception as exc:
                 result.error = result.error or exc
+                self._sink_failed(sink, exc)
         with self._lock:
             self._stats.processed += 1
             self._stats.errors += result.error is not None
@@ -418,6 +458,11 @@ class VideoProcessor:
                         self._output.get_nowait()  # make room for the end marker
                     except queue.Empty:
                         pass
+
+    def _sink_failed(self, sink: Sink, exc: Exception) -> None:
+        """Remember the first failure of each output, so the run can say why frames failed."""
+        with self._lock:
+            self._stats.sink_errors.setdefault(type(sink).__name__, f"{type(exc).__name__}: {exc}")
 
     def _dropped_by_buffer(self, frame: Frame) -> None:
         self._count_drop(DropCause.STOPPED if self.buffer.closed else DropCause.BUFFER)

@@ -6,6 +6,7 @@ import json
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -34,6 +35,9 @@ def frame_record(result: FrameResult) -> dict:
 class JsonlSink(Sink):
     """One JSON line per processed frame, flushed as it goes (a live log can be followed with tail).
 
+    The file is created (an existing one replaced) when the first frame arrives, not before: a
+    source that fails to open leaves the previous log as it was.
+
     Example::
 
         VideoProcessor(pipeline, "street.mp4", sinks=[JsonlSink("frames.jsonl")]).run()
@@ -41,15 +45,19 @@ class JsonlSink(Sink):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = self.path.open("w", encoding="utf-8")
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder; give a file name for the JSONL log")
+        self.handle: TextIO | None = None
 
     def write(self, result: FrameResult) -> None:
+        if self.handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = self.path.open("w", encoding="utf-8")
         self.handle.write(json.dumps(frame_record(result)) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
-        if not self.handle.closed:
+        if self.handle is not None and not self.handle.closed:
             self.handle.close()
 
 
@@ -82,8 +90,14 @@ class VideoFileSink(Sink):
         VideoProcessor(pipeline, "street.mp4", sinks=[VideoFileSink("annotated.mp4", fps=25)]).run()
     """
 
+    SUFFIXES = (".mp4", ".m4v", ".mov")
+
     def __init__(self, path: str | Path, fps: float | Callable[[], float | None], codec: str | None = None) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a folder; give a file name ending in .mp4 for the annotated video")
+        if self.path.suffix.lower() not in self.SUFFIXES:
+            raise ValueError(f"{self.path} does not end in .mp4; the annotated video is written as MP4")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fps = fps  # or a function giving it once the source is open
         self.codec = codec
@@ -109,6 +123,8 @@ class VideoFileSink(Sink):
 
     def write(self, result: FrameResult) -> None:
         image = result.frame.image
+        if image is None:  # a frame that could not be decoded: nothing to draw on
+            return
         if self._writer is None:
             self._open(image.shape[1], image.shape[0])
         # the line, zones and status go under the detections, so no label is ever hidden by them

@@ -35,9 +35,9 @@ from typing import Any, Protocol, TypeVar
 import cv2
 import numpy as np
 
-from visionpipe.errors import VideoSourceError, VisionpipeError
+from visionpipe.errors import SourceError, VideoSourceError, VisionpipeError
 from visionpipe.io.images import decode_image
-from visionpipe.io.sources import is_image_path
+from visionpipe.io.sources import scan_folder
 from visionpipe.video.frames import Frame
 
 __all__ = [
@@ -218,18 +218,31 @@ class VideoSource:
             if self._state.is_final or self._stop.is_set():
                 return None
             frame = self._read()
-            if self._stop.is_set() and not self._state.is_final:
-                return None  # closed meanwhile
+            if self._stop.is_set():
+                self._finish_closing()  # closed meanwhile (close() may have stopped waiting for us)
+                return None
             return frame
 
-    def close(self) -> None:
-        """Release the source; a source not yet ENDED or FAILED ENDS. Safe to call more than once."""
-        self._stop.set()  # wakes a reconnection wait on another thread
-        with self._lock:
-            self._release()
-            if self._opened and not self._state.is_final:
-                self._transition(SourceState.ENDED, "closed")
-            self._opened = True  # a closed source cannot be reopened
+    def close(self, wait: float | None = None) -> None:
+        """Release the source; a source not yet ENDED or FAILED ENDS. Safe to call more than once.
+
+        A read blocked in the capture (a stream that stopped answering) holds the source until
+        it times out; ``wait`` bounds how long ``close`` waits for it (None: as long as it takes).
+        When that runs out, the reader releases the source itself as soon as its read returns.
+        """
+        self._stop.set()  # wakes a reconnection wait on another thread; a blocked read ends the source
+        if not self._lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            return
+        try:
+            self._finish_closing()
+        finally:
+            self._lock.release()
+
+    def _finish_closing(self) -> None:
+        self._release()
+        if self._opened and not self._state.is_final:
+            self._transition(SourceState.ENDED, "closed")
+        self._opened = True  # a closed source cannot be reopened
 
     def __enter__(self: _SourceT) -> _SourceT:
         return self.open()
@@ -277,8 +290,35 @@ def _scheme(uri: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
+# schemes OpenCV's FFmpeg backend reads as network streams: these get the open and read timeouts
+NETWORK_SCHEMES = frozenset(
+    {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "rtp", "srt", "mms", "mmsh", "hls"}
+)  # fmt: skip
+DEFAULT_OPEN_TIMEOUT = 10.0  # seconds; OpenCV's FFmpeg backend would wait 30
+DEFAULT_READ_TIMEOUT = 10.0
+
+
+def capture_opener(
+    open_timeout: float = DEFAULT_OPEN_TIMEOUT, read_timeout: float = DEFAULT_READ_TIMEOUT
+) -> Callable[[int | str], CaptureLike]:
+    """``cv2.VideoCapture`` with its open and read timeouts set (network streams: FFmpeg backend)."""
+
+    def open_capture(uri: int | str) -> CaptureLike:
+        if isinstance(uri, str) and _scheme(uri) in NETWORK_SCHEMES:
+            params = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                max(1, int(open_timeout * 1000)),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                max(1, int(read_timeout * 1000)),
+            ]
+            return cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        return cv2.VideoCapture(uri)
+
+    return open_capture
+
+
 def _default_opener(uri: int | str) -> CaptureLike:
-    return cv2.VideoCapture(uri)
+    return capture_opener()(uri)
 
 
 class CaptureSource(VideoSource):
@@ -295,6 +335,8 @@ class CaptureSource(VideoSource):
     ``clock()``. ``index`` keeps counting across reconnections.
 
     ``sleep`` waits between reconnection attempts; the default is a wait that ``close()`` interrupts.
+    ``open_timeout`` and ``read_timeout`` (seconds) bound how long a network stream may keep the
+    capture waiting to open, and for each frame, before it counts as a failed attempt.
     """
 
     def __init__(
@@ -306,6 +348,8 @@ class CaptureSource(VideoSource):
         clock: Clock = time.monotonic,
         sleep: Sleep | None = None,
         opener: Callable[[int | str], CaptureLike] | None = None,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
     ) -> None:
         if isinstance(uri, bool):
             raise TypeError("uri must be a path, a camera index or a URL, not a bool")
@@ -315,7 +359,7 @@ class CaptureSource(VideoSource):
         self.live = live if live is not None else self._kind != "file"
         self.reconnect = reconnect
         self._sleep: Sleep = sleep if sleep is not None else self._stop.wait
-        self._opener = opener or _default_opener
+        self._opener = opener or capture_opener(open_timeout, read_timeout)
         self._capture: CaptureLike | None = None
         self._fps: float | None = None
         self._frame_count: int | None = None
@@ -456,7 +500,10 @@ class CaptureSource(VideoSource):
     def _end_of_file(self) -> None:
         self._release()
         expected = self._frame_count
-        if expected is not None and self._index < expected:
+        if self._index == 0:
+            self._failure = "no frame could be read (an empty, truncated or undecodable video)"
+            self._transition(SourceState.FAILED, self._failure)
+        elif expected is not None and self._index < expected:
             self._failure = (
                 f"ended early: read {self._index} of {expected} frames the container declares "
                 "(the file is truncated or corrupt)"
@@ -507,10 +554,11 @@ def _safe_release(capture: Any) -> None:
 class ImageFolderSource(VideoSource):
     """A folder of images (recursive, sorted, image extensions only) or a list of paths, as a video.
 
-    An image that cannot be decoded is skipped: the sequence goes on, ``skipped`` counts it and an
-    event (state unchanged) names it. ``index`` is the image's position in the sequence, so a skipped
-    image leaves a gap, like a dropped frame; ``timestamp`` is ``index / fps``, or ``index`` when no
-    ``fps`` is given.
+    An image that cannot be decoded (or a subfolder or link the scan could not look into) becomes a
+    frame with ``error`` set and no image: the processor counts it as captured and reports it as a
+    failed frame, ``skipped`` counts it, and an event (state unchanged) names it. ``index`` is the
+    image's position in the sequence; ``timestamp`` is ``index / fps``, or ``index`` when no ``fps``
+    is given.
     """
 
     def __init__(
@@ -555,7 +603,10 @@ class ImageFolderSource(VideoSource):
                 raise VideoSourceError(self._name, "folder not found")
             if not self._folder.is_dir():
                 raise VideoSourceError(self._name, "not a folder")
-            self._paths = sorted(p for p in self._folder.rglob("*") if p.is_file() and is_image_path(p))
+            try:
+                self._paths = scan_folder(self._folder)
+            except SourceError as exc:
+                raise VideoSourceError(self._name, str(exc)) from None
             if not self._paths:
                 raise VideoSourceError(self._name, "no images found in the folder")
         elif not self._paths:
@@ -567,18 +618,23 @@ class ImageFolderSource(VideoSource):
             index = self._position
             path = self._paths[index]
             self._position += 1
+            now = self._clock()
+            timestamp = index / self._fps if self._fps else float(index)
             try:
                 image = self._decode(path)
             except (VisionpipeError, OSError, ValueError) as exc:
+                # read but not decodable: a frame with its error, so it is counted and reported
                 self.skipped += 1
-                self._emit(self._state, self._state, f"skipped image {index} ({path}): {exc}")
-                continue
-            now = self._clock()
-            timestamp = index / self._fps if self._fps else float(index)
+                self._emit(self._state, self._state, f"unreadable image {index} ({path}): {exc}")
+                return Frame(index=index, image=None, timestamp=timestamp, captured_at=now, error=exc)
             return Frame(index=index, image=image, timestamp=timestamp, captured_at=now)
         skipped = f", {self.skipped} skipped" if self.skipped else ""
         self._transition(SourceState.ENDED, f"end of sequence after {len(self._paths)} images{skipped}")
         return None
+
+
+# options only captures take; open_source drops them for an image folder
+_CAPTURE_ONLY = frozenset({"live", "reconnect", "sleep", "opener", "open_timeout", "read_timeout"})
 
 
 def open_source(spec: str | int | os.PathLike | Sequence[str | os.PathLike], **kwargs: Any) -> VideoSource:
@@ -592,10 +648,11 @@ def open_source(spec: str | int | os.PathLike | Sequence[str | os.PathLike], **k
             for frame in source:
                 frame.index, frame.image
     """
+    folder_kwargs = {k: v for k, v in kwargs.items() if k not in _CAPTURE_ONLY}
     if isinstance(spec, (list, tuple)):
-        return ImageFolderSource(spec, **kwargs)
+        return ImageFolderSource(spec, **folder_kwargs)
     if isinstance(spec, (str, os.PathLike)) and not isinstance(spec, int):
         text = os.fspath(spec)
         if _scheme(str(text)) is None and not str(text).strip().isdigit() and Path(text).is_dir():
-            return ImageFolderSource(spec, **kwargs)
+            return ImageFolderSource(spec, **folder_kwargs)
     return CaptureSource(spec, **kwargs)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from visionpipe.errors import LayoutMismatch, SpecError, UnknownOutputLayoutError
+from visionpipe.errors import LayoutMismatch, SpecError, UnknownOutputLayoutError, first_line
 from visionpipe.models.backend import TensorInfo
 from visionpipe.models.decoders.base import (
     ULTRALYTICS_INPUT,
@@ -149,10 +149,25 @@ def build_decoder(
         cls = DECODERS[name]
     else:
         cls, name = family, family.family
+    options = dict(options or {})
+    _check_options(options)
     try:
-        return cls(outputs, input_hw, **(options or {}))
+        return cls(outputs, input_hw, **options)
     except LayoutMismatch as exc:
         raise UnknownOutputLayoutError(f"outputs do not fit family {name!r}: {exc}", shapes, sorted(DECODERS)) from None
+    except (TypeError, ValueError, ZeroDivisionError, IndexError) as exc:  # options of the wrong kind
+        raise SpecError(f"invalid decoder options for {name} {options}: {first_line(exc)}") from None
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Strides that are not positive integers are refused (zeros divide, text multiplies)."""
+    strides = options.get("strides")
+    if strides is not None and (
+        not isinstance(strides, (list, tuple))
+        or not strides
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in strides)
+    ):
+        raise SpecError(f"decoder.strides must be a list of positive integers, got {strides!r}")
 
 
 def matching_families(outputs: Sequence[TensorInfo], input_hw: tuple[int, int]) -> list[str]:
