@@ -19,7 +19,6 @@ paths are relative to the ensemble file. ``visionpipe ensemble tune`` writes the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +94,11 @@ class EnsembleSpec(_Strict):
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
-    """A spec file's top-level mapping (YAML or JSON), or a SpecError naming the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"cannot read spec {path}: {exc.strerror or exc}") from None
-    try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"spec {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    """A spec file's top-level mapping (YAML or JSON), or a SpecError naming the file (read with
+    the model spec's limits: regular files only, size and nesting capped)."""
+    from visionpipe.models.spec import read_spec_data
+
+    raw = read_spec_data(path)
     if not isinstance(raw, dict):
         raise SpecError(f"spec {path} must be a mapping (with 'model', or 'members' for an ensemble)")
     return raw

@@ -98,16 +98,7 @@ class ModelSpec(_Strict):
     @classmethod
     def from_file(cls, path: str | Path) -> ModelSpec:
         path = Path(path)
-        try:
-            text = read_text(path, MAX_SPEC_BYTES)
-        except InputFileError as exc:
-            raise SpecError(f"cannot read spec {path}: {exc.cause}") from None
-        try:
-            raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise SpecError(f"spec {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-        except RecursionError:
-            raise SpecError(f"spec {path} is nested too deeply") from None
+        raw = read_spec_data(path)
         if not isinstance(raw, dict):
             raise SpecError(f"spec {path} must be a mapping with at least 'model'")
         spec = cls.from_dict(raw, base_dir=path.parent)
@@ -156,6 +147,45 @@ def _confine(path: Path, folder: Path) -> None:
             f"names_file {path} is outside the spec's folder {folder}; "
             "give it on the command line (--names-file) to use it"
         )
+
+
+def read_spec_data(path: Path) -> Any:
+    """The parsed content of a spec file (YAML, or JSON by suffix), read as someone else's data:
+    a regular file, at most ``MAX_SPEC_BYTES``, nested at most ``MAX_SPEC_DEPTH`` deep."""
+    try:
+        text = read_text(path, MAX_SPEC_BYTES)
+    except InputFileError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.cause}") from None
+    if _nesting(text) > MAX_SPEC_DEPTH:  # refused before a recursive parser can overflow on it
+        raise SpecError(f"spec {path} is nested deeper than {MAX_SPEC_DEPTH} levels")
+    try:
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"spec {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"spec {path} is nested too deeply") from None
+
+
+def _nesting(text: str) -> int:
+    """How deeply a JSON/YAML text nests, estimated from the text alone: brackets and braces
+    outside quotes, and block indentation (counted at two spaces a level)."""
+    depth = deepest = 0
+    quote = ""
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+        elif char == "\n":
+            quote = ""  # an unclosed quote ends with its line in the flow styles that matter here
+    indents = (len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip())
+    return max(deepest, max(indents, default=0) // 2)
 
 
 def _depth(value: Any, level: int = 0) -> int:
