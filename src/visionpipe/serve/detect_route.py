@@ -158,7 +158,8 @@ def detect_router(state: Any) -> Any:
     ) -> Response:
         start = time.perf_counter()
         if name in state.repository.endpoints:
-            request.scope["state"]["served"] = (name, version or "", "detect")
+            # labels only ever hold known names: a requested version is known once it has answered
+            request.scope["state"]["served"] = (name, "", "detect")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=len(IMAGE_FIELDS) + 4)

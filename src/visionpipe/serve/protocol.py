@@ -268,7 +268,8 @@ def protocol_router(state: Any) -> Any:
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         if name in repository.endpoints:
-            request.scope["state"]["served"] = (name, version or "", "infer")
+            # labels only ever hold known names: a requested version is known once it has answered
+            request.scope["state"]["served"] = (name, "", "infer")
         body = await request.body()
         parsed = parse_request(body, request.headers.get("inference-header-content-length"))
         infer_request = parsed.request
