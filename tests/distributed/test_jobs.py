@@ -142,6 +142,41 @@ def test_sigkill_mid_job_then_resume_equals_an_uninterrupted_run(tmp_path, listi
     assert merged and merged == sorted(json.loads((reference / "merged/detections.json").read_text()), key=key)
 
 
+def test_sigterm_stops_the_job_and_its_workers_cleanly(tmp_path, listing):
+    inputs = listing(40)
+    job = tmp_path / "job"
+    command = [sys.executable, "-m", "visionpipe", "detect", str(inputs), "--out", str(job), "--shard-size", "2"]
+    proc = subprocess.Popen(
+        [*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (job / MANIFEST_FILE).exists() and manifest_shards(job):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the job ended before the signal: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+        assert "stopped by SIGTERM" in stderr.decode() and "--resume" in stderr.decode()
+        assert "Traceback" not in stderr.decode()
+        # the workers went with it, and what it left is whole
+        time.sleep(1)
+        left = subprocess.run(["ps", "-o", "stat=,cmd=", "-g", str(proc.pid)], capture_output=True, text=True)
+        alive = [line for line in left.stdout.splitlines() if not line.strip().startswith("Z")]  # zombies: gone
+        assert not alive, left.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert Manifest(job).read()[1] is None
+    assert not list((job / "shards").glob(".*.part"))
+    finished = manifest_shards(job)
+    assert len(finished) == len(set(finished)) >= 1
+    for index in finished:
+        assert len(shard_paths(job, index)[1].read_text().splitlines()) == 2
+
+
 def test_resume_cuts_a_torn_manifest_line_and_redoes_that_shard(tmp_path, listing):
     inputs = listing(4)
     settings = JobSettings(sources=(str(inputs),), shard_size=2)

@@ -56,21 +56,32 @@ def detect_job(
         classes=tuple(parsed_classes) if parsed_classes else None,
         **options,
     )
-    with progress(None, "detect (shards)", quiet) as advance:
+    from visionpipe.interrupt import Interrupted, stop_on_signals
 
-        def shard_done(record: dict[str, Any]) -> None:
-            for _ in range(record["images"]):
-                advance()
+    try:
+        # a signal stops the job anywhere: finished shards are whole and recorded, the rest redone
+        with stop_on_signals(), progress(None, "detect (shards)", quiet) as advance:
 
-        summary = run_job(
-            settings,
-            out,
-            resume=resume,
-            workers=workers if workers is not None else (1 if engine == "local" else 0),
-            engine=engine,
-            ray_address=ray_address,
-            on_shard=shard_done,
+            def shard_done(record: dict[str, Any]) -> None:
+                for _ in range(record["images"]):
+                    advance()
+
+            summary = run_job(
+                settings,
+                out,
+                resume=resume,
+                workers=workers if workers is not None else (1 if engine == "local" else 0),
+                engine=engine,
+                ray_address=ray_address,
+                on_shard=shard_done,
+            )
+    except Interrupted as exc:
+        typer.echo(
+            f"stopped by {exc.signal_name}: the finished shards are kept in {out}; "
+            "run the same command with --resume to finish the job",
+            err=True,
         )
+        raise typer.Exit(exc.exit_code) from None
     typer.echo(
         f"{summary.images - summary.failed}/{summary.images} images in {summary.shards} shards "
         f"({summary.shards_run} run now, {summary.shards_skipped} finished before), {summary.detections} detections, "
