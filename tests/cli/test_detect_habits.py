@@ -101,3 +101,23 @@ def test_ultralytics_spellings_save_batch_and_vid_stride(cli, asset, photo, tmp_
     assert proc.returncode == 0, describe(proc)
     summary = json.loads(proc.stdout)
     assert summary["processed"] == 3 and summary["dropped"]["stride"] == 6
+
+
+def test_dataset_outputs_are_owned_by_their_run(cli, asset, tmp_path):
+    """Every new output (data.yaml, classes.txt, YOLO labels, VOC files, the COCO dataset, Label
+    Studio tasks) is listed in the output folder's manifest, so a later run with --exist-ok removes
+    them (and leaves a file visionpipe did not write)."""
+    photos = sorted(asset(PHOTOS).glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    first = cli("detect", *photos, "--model", asset(FIXED), "--family", "yolox", "--out", out,
+                "--format", "coco", "--format", "yolo", "--format", "voc", "--format", "label-studio")  # fmt: skip
+    assert first.returncode == 0, describe(first)
+    written = ["coco.json", "data.yaml", "classes.txt", "label_studio.json"]
+    written += [f"labels/{p.stem}.txt" for p in photos] + [f"voc/{p.stem}.xml" for p in photos]
+    assert all((out / name).is_file() for name in written)
+    (out / "mine.txt").write_text("not visionpipe's")
+    second = cli("detect", photos[0], "--model", asset(FIXED), "--family", "yolox", "--out", out,
+                 "--format", "jsonl", "--exist-ok")  # fmt: skip
+    assert second.returncode == 0, describe(second)
+    assert not any((out / name).exists() for name in written), sorted(p.name for p in out.rglob("*"))
+    assert (out / "mine.txt").read_text() == "not visionpipe's" and (out / "detections.jsonl").is_file()
