@@ -17,22 +17,22 @@ from visionpipe.errors import (
     first_line,
 )
 from visionpipe.optimize.checks import (
-    _ORT_NODE,
     BATCH_DIM,
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    _compare,
-    _made_up_inputs,
-    _numpy_dtype,
-    _ort_message,
-    _PathResult,
-    _session,
+    ORT_NODE,
+    PathResult,
+    compare_outputs,
+    made_up_inputs,
+    numpy_dtype,
+    ort_message,
+    ort_session,
 )
 from visionpipe.optimize.graph import check_out_path, load_onnx, save_onnx, staged_file
 
 
 @dataclass
-class DynamicBatchResult(_PathResult):
+class DynamicBatchResult(PathResult):
     """What :func:`make_batch_dynamic` wrote.
 
     ``already_dynamic``: the source's batch axis was symbolic already and it was copied unchanged
@@ -161,7 +161,7 @@ def _symbolic_batch(values, fixed_batch: int) -> list[str]:
 def _verify_batching(path, source, model, fixed_batch, batched, n, samples, atol, rtol) -> float:
     """Largest |batch of n - n single runs|; FixedBatchError when they differ or the batch fails."""
     try:
-        session = _session(path)
+        session = ort_session(path)
     except Exception as exc:
         raise _fixed_batch_error(
             source,
@@ -169,14 +169,14 @@ def _verify_batching(path, source, model, fixed_batch, batched, n, samples, atol
             fixed_batch,
             f"the rewritten model does not load ({first_line(exc)})",
         ) from exc
-    feed = _made_up_inputs(session, n, batched, np.random.default_rng(0))
+    feed = made_up_inputs(session, n, batched, np.random.default_rng(0))
     if samples is not None:
         first = session.get_inputs()[0]
         if samples.shape[0] != n or first.name not in batched:
             raise ValueError(
                 f"samples must be a batch of verify_batch={n} for input {first.name!r}, got shape {samples.shape}"
             )
-        feed[first.name] = samples.astype(_numpy_dtype(first.type), copy=False)
+        feed[first.name] = samples.astype(numpy_dtype(first.type), copy=False)
     names = [o.name for o in session.get_outputs()]
     try:
         together = session.run(names, feed)
@@ -185,7 +185,7 @@ def _verify_batching(path, source, model, fixed_batch, batched, n, samples, atol
             source,
             model,
             fixed_batch,
-            f"a batch of {n} fails: {_ort_message(exc)}",
+            f"a batch of {n} fails: {ort_message(exc)}",
             exc,
         ) from exc
     try:
@@ -193,9 +193,9 @@ def _verify_batching(path, source, model, fixed_batch, batched, n, samples, atol
             session.run(names, {k: v[i : i + 1] if k in batched else v for k, v in feed.items()}) for i in range(n)
         ]
     except Exception as exc:  # a source fixed at a batch above 1
-        raise _fixed_batch_error(source, model, fixed_batch, f"a batch of 1 fails: {_ort_message(exc)}", exc) from exc
+        raise _fixed_batch_error(source, model, fixed_batch, f"a batch of 1 fails: {ort_message(exc)}", exc) from exc
     want = [np.concatenate([run[k] for run in singles]) for k in range(len(names))]
-    diff, problem = _compare(names, together, want, atol, rtol)
+    diff, problem = compare_outputs(names, together, want, atol, rtol)
     if problem:
         raise _fixed_batch_error(
             source,
@@ -253,7 +253,7 @@ def _dims(value) -> list[int | str]:
 def _node_named_by_ort(model, error: str) -> tuple[str, str, list[int] | None] | None:
     """The graph node an onnxruntime error names. ORT's optimizers rename nodes they rewrite
     (``Reshape_13`` becomes ``Reshape_13_new_reshape``), so the longest graph name it starts with counts."""
-    match = _ORT_NODE.search(error)
+    match = ORT_NODE.search(error)
     if match is None:
         return None
     op_type, ort_name = match.groups()

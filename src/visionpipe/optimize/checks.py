@@ -28,15 +28,15 @@ DEFAULT_RTOL = 1e-3
 # check: a multiple of every detector stride (8..64) and small enough to run quickly.
 SYMBOLIC_SIZE = 320
 
-_ORT_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
-_ORT_NOISE = (
+ORT_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
+ORT_NOISE = (
     re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : "),  # status prefix
     # the failed C++ check's source location
     re.compile(r"/onnxruntime_src/\S+:\d+ .*? was false\. "),
 )
 
 
-class _PathResult:
+class PathResult:
     """``os.fspath(result)`` / ``str(result)`` is the file written."""
 
     path: Path
@@ -52,7 +52,7 @@ class _PathResult:
 # shared helpers
 
 
-def _session(path_or_bytes: Path | bytes):
+def ort_session(path_or_bytes: Path | bytes):
     """A CPU session for checks. Its own logging is silenced: failures come back as our errors."""
     import onnxruntime as ort
 
@@ -62,13 +62,13 @@ def _session(path_or_bytes: Path | bytes):
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def _numpy_dtype(ort_type: str) -> np.dtype:
+def numpy_dtype(ort_type: str) -> np.dtype:
     from visionpipe.models.backends.onnxruntime import _ORT_TYPES
 
     return np.dtype(_ORT_TYPES.get(ort_type, np.float32))
 
 
-def _image_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+def image_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Float32 values in [0, 1) with image-like structure: blocks of colour plus a little noise.
 
     Smooth regions give a detector's activations realistic ranges, and every sample differs, so a
@@ -84,15 +84,15 @@ def _image_like(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return (0.9 * smooth + 0.1 * noise).astype(np.float32)
 
 
-def _made_up_inputs(session, batch: int, batched: set[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+def made_up_inputs(session, batch: int, batched: set[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Inputs for ``session``: ``batch`` samples for inputs in ``batched``, symbolic dims at SYMBOLIC_SIZE."""
     feed = {}
     for info in session.get_inputs():
         dims = [d if isinstance(d, int) and d > 0 else SYMBOLIC_SIZE for d in info.shape]
         if info.name in batched and dims:
             dims[0] = batch
-        dtype = _numpy_dtype(info.type)
-        values = _image_like(rng, tuple(dims))
+        dtype = numpy_dtype(info.type)
+        values = image_like(rng, tuple(dims))
         if np.issubdtype(dtype, np.floating):
             feed[info.name] = values.astype(dtype)
         elif dtype == np.bool_:
@@ -102,15 +102,15 @@ def _made_up_inputs(session, batch: int, batched: set[str], rng: np.random.Gener
     return feed
 
 
-def _ort_message(exc: BaseException) -> str:
+def ort_message(exc: BaseException) -> str:
     """An onnxruntime error without its status prefix and C++ source locations."""
     text = first_line(exc)
-    for noise in _ORT_NOISE:
+    for noise in ORT_NOISE:
         text = noise.sub("", text)
     return text
 
 
-def _max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
+def max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
     if got.size == 0:
         return 0.0
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
@@ -118,7 +118,7 @@ def _max_abs_diff(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.nanmax(diff)) if not np.isnan(diff).all() else float("inf")
 
 
-def _compare(
+def compare_outputs(
     names: Sequence[str],
     got: Sequence[np.ndarray],
     want: Sequence[np.ndarray],
@@ -134,7 +134,7 @@ def _compare(
             problem = problem or f"output {name!r} has shape {g.shape} where {w.shape} was expected"
             worst = float("inf")
             continue
-        diff = _max_abs_diff(g, w)
+        diff = max_abs_diff(g, w)
         worst = max(worst, diff)
         if not np.allclose(
             g.astype(np.float64),

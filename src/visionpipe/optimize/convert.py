@@ -15,7 +15,7 @@ from visionpipe.errors import (
     VisionpipeError,
     first_line,
 )
-from visionpipe.optimize.checks import _PathResult
+from visionpipe.optimize.checks import PathResult
 from visionpipe.optimize.graph import check_out_path, load_onnx, staged_file
 
 Shape = tuple[int, ...]
@@ -23,7 +23,7 @@ ProfileShapes = tuple[Shape, Shape, Shape]
 
 
 @dataclass
-class OpenVinoResult(_PathResult):
+class OpenVinoResult(PathResult):
     """The OpenVINO IR pair :func:`to_openvino` wrote (``path`` is the .xml)."""
 
     path: Path
@@ -34,7 +34,7 @@ class OpenVinoResult(_PathResult):
 
 
 @dataclass
-class TensorRtResult(_PathResult):
+class TensorRtResult(PathResult):
     """The serialized engine :func:`build_tensorrt_engine` wrote."""
 
     path: Path

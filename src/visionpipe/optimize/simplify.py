@@ -12,12 +12,19 @@ from visionpipe.errors import (
     OptimizationError,
     first_line,
 )
-from visionpipe.optimize.checks import DEFAULT_ATOL, DEFAULT_RTOL, _compare, _made_up_inputs, _PathResult, _session
+from visionpipe.optimize.checks import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    PathResult,
+    compare_outputs,
+    made_up_inputs,
+    ort_session,
+)
 from visionpipe.optimize.graph import check_out_path, copy_metadata, load_onnx, save_onnx, staged_file
 
 
 @dataclass
-class SimplifyResult(_PathResult):
+class SimplifyResult(PathResult):
     """What :func:`simplify` wrote: node counts of the main graph and the largest output change."""
 
     path: Path
@@ -79,9 +86,9 @@ def simplify(
 
 
 def _verify_same_outputs(source: Path, candidate: Path, atol: float, rtol: float) -> float:
-    reference = _session(source)
+    reference = ort_session(source)
     try:
-        simplified = _session(candidate)
+        simplified = ort_session(candidate)
     except Exception as exc:
         raise OptimizationError(f"the simplified model of {source} does not load: {first_line(exc)}") from exc
     names = [o.name for o in reference.get_outputs()]
@@ -90,8 +97,8 @@ def _verify_same_outputs(source: Path, candidate: Path, atol: float, rtol: float
             f"simplifying {source} changed its outputs to {[o.name for o in simplified.get_outputs()]}"
         )
     batched = {i.name for i in reference.get_inputs()}
-    feed = _made_up_inputs(reference, 1, batched, np.random.default_rng(0))
-    diff, problem = _compare(names, simplified.run(names, feed), reference.run(names, feed), atol, rtol)
+    feed = made_up_inputs(reference, 1, batched, np.random.default_rng(0))
+    diff, problem = compare_outputs(names, simplified.run(names, feed), reference.run(names, feed), atol, rtol)
     if problem:
         raise OptimizationError(f"the simplified model of {source} computes something else: {problem}")
     return diff

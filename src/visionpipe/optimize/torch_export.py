@@ -20,16 +20,16 @@ from visionpipe.optimize.checks import (
     BATCH_DIM,
     DEFAULT_ATOL,
     DEFAULT_RTOL,
-    _compare,
-    _ort_message,
-    _PathResult,
-    _session,
+    PathResult,
+    compare_outputs,
+    ort_message,
+    ort_session,
 )
 from visionpipe.optimize.graph import staged_file
 
 
 @dataclass
-class ExportResult(_PathResult):
+class ExportResult(PathResult):
     """What :func:`export_torch` wrote and how closely onnxruntime reproduces the module."""
 
     path: Path
@@ -213,7 +213,7 @@ def _verify_export(
     torch, module, path: Path, shape, batches, input_name, names, device, atol, rtol
 ) -> dict[int, float]:
     try:
-        session = _session(path)
+        session = ort_session(path)
     except Exception as exc:
         raise OptimizationError(f"the exported model does not load in onnxruntime: {first_line(exc)}") from exc
     diffs: dict[int, float] = {}
@@ -225,10 +225,10 @@ def _verify_export(
             got = session.run(list(names), {input_name: sample.cpu().numpy()})
         except Exception as exc:
             raise OptimizationError(
-                f"the exported model fails at batch {batch} in onnxruntime ({_ort_message(exc)}); "
+                f"the exported model fails at batch {batch} in onnxruntime ({ort_message(exc)}); "
                 f"{_batch_hint(shape[0], batch)}"
             ) from exc
-        diffs[batch], problem = _compare(names, got, want, atol, rtol)
+        diffs[batch], problem = compare_outputs(names, got, want, atol, rtol)
         # Both agree when the module itself folds the batch (x.view(1, -1)), yet the ONNX file
         # declares a batch axis on every output: it must be there.
         unbatched = [f"{n!r} {tuple(g.shape)}" for n, g in zip(names, got) if g.ndim == 0 or g.shape[0] != batch]
