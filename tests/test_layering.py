@@ -23,6 +23,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "visionpipe"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "_version": 0,
+    # process-level utilities that import nothing of visionpipe (signals, native libraries' stderr)
+    "interrupt": 0,
+    "native_output": 0,
     "data": 0,
     "geometry": 1,
     "adapters": 1,  # conversions to other libraries; Detections' to_*/from_* methods delegate to it

@@ -6,6 +6,7 @@ catch one type at an API boundary and still tell causes apart by subclass.
 
 from __future__ import annotations
 
+import os
 import re
 
 
@@ -229,3 +230,20 @@ class TensorError(InputShapeError, ValueError):
 class JobError(VisionpipeError):
     """A sharded batch job cannot start, resume or merge: a folder holding another job or other
     files, settings or an input listing that changed since the job began, a worker that failed."""
+
+
+class InputFileError(VisionpipeError):
+    """A file the user named cannot be read: missing, not a regular file, too big, unreadable."""
+
+    def __init__(self, path: str | os.PathLike, cause: str) -> None:
+        super().__init__(f"cannot read {os.fspath(path)}: {cause}")
+        self.path = os.fspath(path)
+        self.cause = cause
+
+
+class HeaderError(VisionpipeError, ValueError):
+    """A recognised image format whose header gives no usable size."""
+
+
+class OutputFolderError(VisionpipeError):
+    """The output folder cannot be used: not a folder, or not empty without ``--exist-ok``."""

@@ -15,21 +15,12 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import InputFileError
 
 # caps for the small text files visionpipe reads; images have their own (DecodeLimits.max_bytes)
 MAX_SPEC_BYTES = 1024 * 1024
 MAX_NAMES_BYTES = 1024 * 1024
 MAX_ANNOTATIONS_BYTES = 2 * 1024 * 1024 * 1024  # COCO's train2017 instances file is 450 MB
-
-
-class InputFileError(VisionpipeError):
-    """A file the user named cannot be read: missing, not a regular file, too big, unreadable."""
-
-    def __init__(self, path: str | os.PathLike, cause: str) -> None:
-        super().__init__(f"cannot read {os.fspath(path)}: {cause}")
-        self.path = os.fspath(path)
-        self.cause = cause
 
 
 class UnreadablePath(type(Path())):  # type: ignore[misc]

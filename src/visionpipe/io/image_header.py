@@ -16,9 +16,7 @@ from __future__ import annotations
 import re
 import struct
 
-
-class HeaderError(ValueError):
-    """A recognised image format whose header gives no usable size."""
+from visionpipe.errors import HeaderError
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:

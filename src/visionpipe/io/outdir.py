@@ -27,14 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from visionpipe.errors import VisionpipeError
+from visionpipe.errors import OutputFolderError
 
 MANIFEST_NAME = ".visionpipe-outputs"
 _MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-
-
-class OutputFolderError(VisionpipeError):
-    """The output folder cannot be used: not a folder, or not empty without ``--exist-ok``."""
 
 
 class OutputFolder:
