@@ -229,11 +229,14 @@ def test_rounds_interleave_and_report_the_median_pass(tiny, tmp_path):
     assert BenchmarkReport.from_json(report.to_json(tmp_path / "r.json")) == report
 
 
-def test_hanging_worker_hits_the_timeout_and_the_next_variant_still_runs(tiny, tmp_path):
+def test_hanging_worker_hits_the_timeout_and_the_next_variant_still_runs(tiny, tmp_path, monkeypatch):
     fixed, _, images, _ = tiny
-    # A spec file that is a FIFO with no writer: reading it blocks forever, as a stuck mount would.
+    # A decoder plugin whose import never returns, as a stuck mount would (a FIFO spec, which this
+    # test used before, is now refused by name before anything reads it).
+    (tmp_path / "stuck_decoder.py").write_text("import time\ntime.sleep(3600)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     stuck = tmp_path / "stuck.yaml"
-    os.mkfifo(stuck)
+    stuck.write_text(f"model: {Path(fixed).resolve()}\ndecoder: {{class: 'stuck_decoder:Stuck'}}\n")
     config = BenchmarkConfig(images=images[:2], batch_sizes=(1,), warmup=1, repeats=2, timeout=6)
     start = time.perf_counter()
     report = benchmark_models([stuck, fixed], config, progress=False)
