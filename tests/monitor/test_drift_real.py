@@ -169,6 +169,7 @@ def test_broken_int8_build_flagged_on_confidence_or_count_without_labels(tmp_pat
             yolox.run(photos["val"], batch_size=4)
         finally:
             yolox.monitor = None
+        monitor.flush()  # records are written by a background thread: freeze only what is stored
         freeze_reference(monitor.store, "fp32", tag="fp32")
     with Pipeline({"model": int8, "family": "yolox"}, conf=0.3) as broken:
         with Monitor(store, tag="int8") as monitor:
