@@ -52,7 +52,10 @@ def history(tmp_path_factory):
         )
         for n in range(10)
     ]
-    with Monitor(path, clock=lambda: clock.now, batch_size=5000, retention_seconds=40 * 86400) as monitor:
+    # the queue holds the whole history: this test is about the report, not about shedding load
+    with Monitor(
+        path, clock=lambda: clock.now, batch_size=5000, retention_seconds=40 * 86400, max_queue=HISTORY + 1
+    ) as monitor:
         for i in range(HISTORY):
             clock.now += 26.0
             dets = by_count[counts[i]]
