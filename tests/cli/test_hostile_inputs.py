@@ -402,3 +402,29 @@ def test_native_library_warnings_never_come_before_our_line(cli, yolox_spec, pho
     assert proc.stderr.splitlines()[0].startswith("failed: ") and "broken.jpg" in proc.stderr.splitlines()[0]
     proc = cli("--debug", "detect", photos, "-m", yolox_spec, "--out", tmp_path / "out2")
     assert "Corrupt JPEG data" in proc.stderr, describe(proc)  # the chatter is real: only hidden
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_optimize_in_one_line_and_leaves_no_temporary_file(asset, tmp_path, sig, code):
+    # every command, not only detect and video: SIGTERM runs the same clean-up as Ctrl-C
+    out = tmp_path / "optimized"
+    proc = subprocess.Popen(
+        [*visionpipe_command(), "optimize", str(asset("models/yolox_nano_416_coco.onnx")), "--int8",
+         "--calibration", str(asset("coco/images/train2017")), "--calibration-count", "128", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_environment(),
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not out.is_dir():  # the output folder is claimed once the model has loaded
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # into calibration, which takes far longer on 128 photos
+    proc.send_signal(sig)
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == f"stopped by {signal.Signals(sig).name}", stderr
+    assert not list(out.glob("*.onnx")), sorted(out.iterdir())  # no half-made model
+    leftovers = [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp")) or "staging" in p.name]
+    assert not leftovers, leftovers

@@ -17,6 +17,7 @@ import typer
 
 from visionpipe._version import __version__
 from visionpipe.cli import deploy, detect, ensemble, evaluate, jobs, models, monitor, optimize, samples, serve, video
+from visionpipe.interrupt import stop_on_signals
 from visionpipe.native_output import lower_native_log_levels, native_stderr_silenced
 
 app = typer.Typer(
@@ -83,8 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     lower_native_log_levels()
     warnings.showwarning = _one_line_warning
     try:
-        with native_stderr_silenced(enabled=not debug):
+        # SIGTERM stops every command as Ctrl-C does (its clean-up runs, temporary files go).
+        # detect, video and sharded jobs install their own handlers to finish their outputs and
+        # summary; a signal reaching this outer one was handled by no command.
+        with native_stderr_silenced(enabled=not debug), stop_on_signals() as unhandled:
             code = typer.main.get_command(app).main(args=args, prog_name="visionpipe", standalone_mode=False)
+        if unhandled.received:  # Typer turned it into exit 130, whichever signal it was
+            signum = unhandled.received[0]
+            sys.stderr.write(f"stopped by {signal.Signals(signum).name}\n")
+            code = 128 + signum
     except typer.Exit as exc:
         code = exc.exit_code
     except typer.Abort:
