@@ -47,25 +47,18 @@ def test_deploy_targets_lists_the_builtins(cli):
         assert f"| {name} |" in proc.stdout
 
 
+def deploy(cli, asset, target, photo_list, out, *extra):
+    """`visionpipe deploy` on the test model with few latency repeats (the plan, not the timing, is tested)."""
+    return cli(
+        "deploy", asset(MODEL), "--target", target, "--validate", asset(GT), "--images", photo_list,
+        "--out", out, "--repeats", "3", "--warmup", "1", *extra,
+    )  # fmt: skip
+
+
 def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_list, cache, tmp_path):
     target = _target(tmp_path, name="tiny", max_size_mb=1, max_latency_ms=10000)
     out = tmp_path / "out"
-    proc = cli(
-        "deploy",
-        asset(MODEL),
-        "--target",
-        target,
-        "--validate",
-        asset(GT),
-        "--images",
-        photo_list,
-        "--out",
-        out,
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-    )
+    proc = deploy(cli, asset, target, photo_list, out)
     assert proc.returncode == 2, describe(proc)
     assert "Traceback" not in proc.stderr
     size_mib = asset(MODEL).stat().st_size / 2**20  # fp32 ONNX is the only candidate
@@ -80,24 +73,7 @@ def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_li
 def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, cache, tmp_path):
     target = _target(tmp_path, name="roomy", max_size_mb=20, max_latency_ms=10000)
     out = tmp_path / "out"
-    proc = cli(
-        "deploy",
-        asset(MODEL),
-        "--target",
-        target,
-        "--validate",
-        asset(GT),
-        "--images",
-        photo_list,
-        "--out",
-        out,
-        "--repeats",
-        "3",
-        "--warmup",
-        "1",
-        "--name",
-        "nd",
-    )
+    proc = deploy(cli, asset, target, photo_list, out, "--name", "nd")
     assert proc.returncode == 0, describe(proc)
     assert "Chosen: **fp32.onnx**" in proc.stdout
     assert (out / "nd" / "manifest.json").is_file() and (out / "nd.tar.gz").is_file()
