@@ -52,9 +52,7 @@ def main() -> None:
             print(f"| {member.name} alone | {scored.map_50_95:.4f} | {scored.map_50:.4f} |")
         configs = {
             "WBF (defaults)": defaults,
-            "WBF (ensemble-boxes defaults: IoU 0.55, no skip)": FusionConfig(
-                iou_threshold=0.55, skip_box_threshold=0.0
-            ),
+            "WBF (ensemble-boxes defaults: IoU 0.55, no skip)": FusionConfig(iou=0.55, conf=0.0),
             "NMS across models": dataclasses.replace(defaults, method="nms"),
             "soft-NMS (gaussian)": dataclasses.replace(defaults, method="soft-nms"),
             "NMW": dataclasses.replace(defaults, method="nmw"),

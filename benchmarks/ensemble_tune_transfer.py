@@ -59,7 +59,7 @@ def main() -> None:
         fused = evaluate_coco(results, SPLITS[other], pipe.class_names).map_50_95
         best = max(members.values())
         chosen = report.summary()["chosen"]
-        label = f"{chosen['method']} {':'.join(f'{w:g}' for w in chosen['weights'])}, IoU {chosen['iou_threshold']:g}, {chosen['conf_type']}"
+        label = f"{chosen['method']} {':'.join(f'{w:g}' for w in chosen['weights'])}, IoU {chosen['iou']:g}, {chosen['conf_type']}"
         bm = report.best_member
         print(
             f"| {split} | {label} | {report.member_map[bm['choose']]['choose']:.4f} / {report.ensemble_map['choose']:.4f} "

@@ -80,24 +80,24 @@ def main() -> None:
 
     methods = {
         "WBF": (
-            lambda b, s, l: weighted_boxes_fusion(b, s, l, iou_thr=IOU),
+            lambda b, s, l: weighted_boxes_fusion(b, s, l, iou=IOU),
             lambda b, s, l: ref_wbf(b, s, l, iou_thr=IOU),
         ),
-        "NMS": (lambda b, s, l: nms_fusion(b, s, l, iou_thr=IOU), lambda b, s, l: ref_nms(b, s, l, iou_thr=IOU)),
+        "NMS": (lambda b, s, l: nms_fusion(b, s, l, iou=IOU), lambda b, s, l: ref_nms(b, s, l, iou_thr=IOU)),
         "NMW": (
-            lambda b, s, l: non_maximum_weighted(b, s, l, iou_thr=IOU),
+            lambda b, s, l: non_maximum_weighted(b, s, l, iou=IOU),
             lambda b, s, l: ref_nmw(b, s, l, iou_thr=IOU),
         ),
     }
     workloads = {"real: YOLOX+NanoDet, 64 photos": real_case(), "synthetic: 5 models x 3,000 boxes": synthetic_case()}
-    print(header("box fusion — visionpipe vs ensemble-boxes", {"rounds": args.rounds, "iou_thr": IOU}))
+    print(header("box fusion — visionpipe vs ensemble-boxes", {"rounds": args.rounds, "iou": IOU}))
     print()
     print("| workload | method | identical output | ensemble-boxes ms | visionpipe ms | speed-up |")
     print("|---|---|---|---|---|---|")
     quiet = contextlib.redirect_stdout(io.StringIO())  # the reference prints warnings per call
     batched = {
-        "WBF": lambda cases: fuse_batch(weighted_boxes_fusion, cases, iou_thr=IOU),
-        "NMS": lambda cases: fuse_batch(nms_fusion, cases, iou_thr=IOU),
+        "WBF": lambda cases: fuse_batch(weighted_boxes_fusion, cases, iou=IOU),
+        "NMS": lambda cases: fuse_batch(nms_fusion, cases, iou=IOU),
     }
     for workload, cases in workloads.items():
         for method, (ours, ref) in methods.items():

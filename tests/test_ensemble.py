@@ -232,7 +232,7 @@ def test_fusion_iou_decides_whether_boxes_fuse(spec_a, spec_b):
     apart = run_one([spec_a, spec_b], fusion_iou=0.8).detections
     assert_one(apart, "dog", A_DOG[0], A_DOG[2] / 2, models=1)
     assert_one(apart, "dog", B_DOG[0], B_DOG[2] / 2, models=1)
-    together = run_one([spec_a, spec_b], fusion=FusionConfig(iou_threshold=0.75)).detections
+    together = run_one([spec_a, spec_b], fusion=FusionConfig(iou=0.75)).detections
     assert_one(
         together, "dog", wbf_box([(A_DOG[0], A_DOG[2]), (B_DOG[0], B_DOG[2])]), (A_DOG[2] + B_DOG[2]) / 2, models=2
     )

@@ -58,7 +58,7 @@ def test_small_real_search_reports_independently_checked_figures(asset, tmp_path
         specs.append(str(path))
     photos = sorted(asset("coco/images/val2017").glob("*.jpg"))[:24]
     space = SearchSpace(
-        weight_levels=(1, 3), iou=(0.6, 0.7), skip=(0.02,), conf_types=("avg",), methods=("nms",), method_iou=(0.6,)
+        weight_levels=(1, 3), iou=(0.6, 0.7), conf=(0.02,), conf_types=("avg",), methods=("nms",), method_iou=(0.6,)
     )
     report = tune_ensemble(specs, photos, asset(GT), space=space, seed=0)
     assert len(report.trials) == space.size(2) == 3 * 2 + 1 + 1

@@ -8,7 +8,7 @@ unseen COCO photos: 0.306 mAP at 1:1, below YOLOX alone at 0.314; 0.321 at 3:1).
 2. the images are split in two by a seeded shuffle: settings are *chosen* on one part and
    *confirmed* on the other, which the choice never saw;
 3. stage one tries every weight ratio (each member 1..4, or 1..3 for three members or more)
-   against the fusion IoU (WBF); stage two the skip threshold and confidence type at the best of
+   against the fusion IoU (WBF); stage two the score floor (``conf``) and confidence type at the best of
    stage one; stage three the other fusion methods at the best weights;
 4. on a few dozen photos one lucky setting can top the table by noise alone, so stage one picks
    the setting whose *neighbourhood* scores best (its mAP averaged with the next IoU values and,
@@ -46,12 +46,12 @@ ProgressCallback = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What the search tries (stage one: weights x ``iou``; two: ``skip`` x ``conf_types``; three:
+    """What the search tries (stage one: weights x ``iou``; two: ``conf`` x ``conf_types``; three:
     ``methods`` x ``method_iou``)."""
 
     weight_levels: tuple[int, ...] | None = None  # None: 1..4 for two members, 1..3 for more
     iou: tuple[float, ...] = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
-    skip: tuple[float, ...] = (0.0, 0.02, 0.05)
+    conf: tuple[float, ...] = (0.0, 0.02, 0.05)
     conf_types: tuple[str, ...] = ("avg", "max", "box_and_model_avg")
     methods: tuple[str, ...] = ("nms", "soft-nms", "nmw")
     method_iou: tuple[float, ...] = (0.55, 0.7)
@@ -71,7 +71,7 @@ class SearchSpace:
     def size(self, members: int) -> int:
         return (
             len(self.weight_ratios(members)) * len(self.iou)
-            + len(self.skip) * len(self.conf_types)
+            + len(self.conf) * len(self.conf_types)
             + len(self.methods) * len(self.method_iou)
         )
 
@@ -132,9 +132,9 @@ class TuneReport:
                 model = os.path.relpath(path.resolve(), relative_to.resolve())
             members.append(MemberSpec(model=model, weight=weight))
         config = self.chosen
-        fusion: dict[str, Any] = {"method": config.method.value, "iou_threshold": config.iou_threshold}
+        fusion: dict[str, Any] = {"method": config.method.value, "iou": config.iou}
         if config.method in (FusionMethod.WBF, FusionMethod.NMW, FusionMethod.VOTE):
-            fusion["skip_box_threshold"] = config.skip_box_threshold
+            fusion["conf"] = config.conf
         if config.method is FusionMethod.WBF:
             fusion["conf_type"] = config.conf_type
         if config.method is FusionMethod.SOFT_NMS:
@@ -147,8 +147,8 @@ class TuneReport:
             "chosen": {
                 "method": self.chosen.method.value,
                 "weights": list(self.chosen.weights or ()),
-                "iou_threshold": self.chosen.iou_threshold,
-                "skip_box_threshold": self.chosen.skip_box_threshold,
+                "iou": self.chosen.iou,
+                "conf": self.chosen.conf,
                 "conf_type": self.chosen.conf_type,
             },
             "ensemble": dict(self.ensemble_map),
@@ -267,22 +267,19 @@ def tune_ensemble(
     base = FusionConfig()
     ratios = space.weight_ratios(len(members))
     grid = np.array(
-        [
-            [trial(dataclasses.replace(base, weights=w, iou_threshold=iou)).choose_map for iou in space.iou]
-            for w in ratios
-        ]
+        [[trial(dataclasses.replace(base, weights=w, iou=iou)).choose_map for iou in space.iou] for w in ratios]
     )
     smoothed = neighbourhood_mean(grid, ratio_order(ratios) if len(members) == 2 else None)
     row, col = np.unravel_index(np.argmax(smoothed), smoothed.shape)
     top = trials[row * len(space.iou) + col]
     for stage in (
         [
-            dataclasses.replace(top.config, skip_box_threshold=skip, conf_type=conf_type)
-            for skip in space.skip
+            dataclasses.replace(top.config, conf=conf, conf_type=conf_type)
+            for conf in space.conf
             for conf_type in space.conf_types
         ],
         [
-            dataclasses.replace(top.config, method=FusionMethod(method), iou_threshold=iou)
+            dataclasses.replace(top.config, method=FusionMethod(method), iou=iou)
             for method in space.methods
             for iou in space.method_iou
         ],

@@ -197,7 +197,7 @@ class Pipeline:
         if weights is not None:
             config = replace(config, weights=tuple(float(w) for w in weights))
         if fusion_iou is not None:
-            config = replace(config, iou_threshold=fusion_iou)
+            config = replace(config, iou=fusion_iou)
         config.check_weights(len(models))
         self.fusion = config
         if batch_size < 1:

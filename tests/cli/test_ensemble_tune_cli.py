@@ -52,7 +52,7 @@ def test_detect_and_eval_take_an_ensemble_spec_as_model(cli, asset, yolox_spec, 
         yaml.safe_dump(
             {
                 "members": [{"model": str(yolox_spec), "weight": 3}, {"model": "nanodet.yaml", "weight": 1}],
-                "fusion": {"method": "wbf", "iou_threshold": 0.7},
+                "fusion": {"method": "wbf", "iou": 0.7},
             }
         ),
         encoding="utf-8",
@@ -70,3 +70,29 @@ def test_detect_and_eval_take_an_ensemble_spec_as_model(cli, asset, yolox_spec, 
     proc = cli("detect", photo, "--model", bad, "--out", tmp_path / "out2")
     assert proc.returncode == 1 and "invalid ensemble spec" in proc.stderr, describe(proc)
     assert "Traceback" not in proc.stderr
+
+    # a former key name: one line naming the file, the old key and the new one; nothing written
+    for name, text, old, new in [
+        (
+            "old_fusion.yaml",
+            spec.read_text(encoding="utf-8").replace("iou:", "iou_threshold:"),
+            "fusion.iou_threshold",
+            "fusion.iou",
+        ),
+        (
+            "old_model.yaml",
+            f"model: {asset('models/nanodet_m_320_coco.onnx')}\nfamily: nanodet\nthresholds: {{score: 0.3}}\n",
+            "thresholds.score",
+            "thresholds.conf",
+        ),
+    ]:
+        old_spec = tmp_path / name
+        old_spec.write_text(text, encoding="utf-8")
+        out = tmp_path / f"out_{name}"
+        proc = cli("detect", photo, "--model", old_spec, "--out", out)
+        assert proc.returncode == 1, describe(proc)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(old_spec) in lines[0] and f"'{old}' is now called '{new}'" in lines[0], describe(
+            proc
+        )
+        assert not out.exists()

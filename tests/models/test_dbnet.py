@@ -206,18 +206,18 @@ def test_regions_with_a_low_mean_are_dropped():
     fill(prob, 10, 10, 60, 40, 0.9)
     fill(prob, 100, 10, 160, 40, 0.4)  # above the 0.3 binarisation, below a 0.5 box threshold
     dec = decoder(dilate=False)
-    strict = run(dec, prob, score_threshold=0.5)
+    strict = run(dec, prob, conf=0.5)
     np.testing.assert_allclose(strict.xyxy, [expected_box(10, 10, 60, 40)], atol=2e-3)
-    lenient = run(dec, prob, score_threshold=0.3)
+    lenient = run(dec, prob, conf=0.3)
     assert len(lenient.xyxy) == 2
     assert sorted(lenient.scores.tolist()) == pytest.approx([0.4, 0.9], abs=1e-5)
 
 
 def test_regions_below_the_binary_threshold_are_not_regions():
     prob = np.full((H, W), 0.29, np.float32)
-    cands = run(decoder(dilate=False), prob, score_threshold=0.0)
+    cands = run(decoder(dilate=False), prob, conf=0.0)
     assert len(cands.xyxy) == 0
-    cands = run(decoder(dilate=False, binary_threshold=0.2), prob, score_threshold=0.0)
+    cands = run(decoder(dilate=False, binary_threshold=0.2), prob, conf=0.0)
     assert len(cands.xyxy) == 1  # now the whole map is one region
 
 

@@ -159,7 +159,7 @@ def test_yolov8_family_and_class_count_guessed_from_layout(tmp_path):
     assert sorted(dets.class_id.tolist()) == [0, 1, 1, 2]
 
 
-def test_yolov8_score_threshold(tmp_path):
+def test_yolov8_conf(tmp_path):
     path = yolov8_graph(tmp_path)
     assert_detections(
         detect(spec(path, "yolov8"), conf=0.5), [(V8_A[0], 0, 0.9), (V8_B[0], 1, 0.8), (V8_E[0], 1, 0.55)]
@@ -192,7 +192,7 @@ def test_yolov8_multi_label_on_and_off(tmp_path):
     )
 
 
-def test_yolov8_nms_iou_threshold_and_agnostic(tmp_path):
+def test_yolov8_nms_iou_and_agnostic(tmp_path):
     f = ((203, 103, 303, 253), {2: 0.65})  # near-duplicate of B, other class
     assert iou(V8_B[0], f[0]) > 0.9
     path = yolov8_graph(tmp_path, plan=[V8_A, V8_B, V8_D, f])

@@ -44,7 +44,7 @@ def test_every_builtin_family_registered_itself_with_its_preset_and_aliases():
     families = available_decoders()
     assert {"yolox", "nanodet", "fastestdet", "yolov8", "yolov5", "end2end", "dbnet"} <= set(families)
     assert canonical_family("YOLO11") == "yolov8" and canonical_family("ppocr") == "dbnet"
-    assert families["yolox"].preset.params.iou_threshold == 0.65
+    assert families["yolox"].preset.params.iou == 0.65
     assert families["dbnet"].point_keys == ("polygon",)
     assert families["yolox"].point_keys == ()
 
@@ -166,24 +166,31 @@ def test_decoder_candidates_type_is_the_public_one():
     assert issubclass(DECODERS["yolox"], Decoder) and Candidates.empty().xyxy.shape == (0, 4)
 
 
-def test_one_name_per_setting_with_the_former_names_still_read(tmp_path):
-    """``conf``/``iou`` in the spec, the keyword and the params; ``score``/``score_threshold`` still work."""
-    import dataclasses
-
+def test_one_name_per_setting_and_the_former_names_refused(tmp_path):
+    """``conf``/``iou`` in the spec, the keyword and the params; the former ``score`` key is refused
+    with its new name and the file, the former keywords are not keywords any more."""
     from visionpipe.models.decoders import DecodeParams
     from visionpipe.models.spec import ModelSpec
 
     params = DecodeParams(conf=0.3, iou=0.6)
-    assert (params.score_threshold, params.iou_threshold) == (0.3, 0.6)
-    assert DecodeParams(score_threshold=0.3, iou_threshold=0.6) == params
-    assert dataclasses.replace(params, score_threshold=0.1).conf == 0.1
+    assert (params.conf, params.iou) == (0.3, 0.6)
+    with pytest.raises(TypeError):
+        DecodeParams(score_threshold=0.3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        DecodeParams(iou_threshold=0.6)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="conf must be in"):
         DecodeParams(conf=1.5)
-    for key in ("conf", "score"):
-        spec = ModelSpec.from_dict({"model": "m.onnx", "thresholds": {key: 0.4, "iou": 0.5}})
-        assert spec.thresholds.conf == 0.4
+    spec = ModelSpec.from_dict({"model": "m.onnx", "thresholds": {"conf": 0.4, "iou": 0.5}})
+    assert spec.thresholds.conf == 0.4
+    with pytest.raises(SpecError, match=r"^model spec: 'thresholds.score' is now called 'thresholds.conf'; rename it$"):
+        ModelSpec.from_dict({"model": "m.onnx", "thresholds": {"score": 0.4}})
     path = constant_model(tmp_path / "m.onnx", np.zeros((84, 100), np.float32), input_hw=(64, 64))
-    model = visionpipe.load_model({"model": path, "family": "yolov8", "thresholds": {"score": 0.4}})
+    old = tmp_path / "old.yaml"
+    old.write_text(f"model: {path.name}\nfamily: yolov8\nthresholds:\n  score: 0.4\n", encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        visionpipe.load_model(old)
+    assert str(caught.value) == f"spec {old}: 'thresholds.score' is now called 'thresholds.conf'; rename it"
+    model = visionpipe.load_model({"model": path, "family": "yolov8", "thresholds": {"conf": 0.4}})
     assert model.params.conf == 0.4
     with visionpipe.Pipeline(model, conf=0.2) as pipe:
         assert pipe.params.conf == 0.2

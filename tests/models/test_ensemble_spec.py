@@ -39,7 +39,7 @@ def detections(source, **kwargs):
     return pipe, result.detections
 
 
-SETTINGS = {"method": "wbf", "iou_threshold": 0.6, "skip_box_threshold": 0.0, "conf_type": "max"}
+SETTINGS = {"method": "wbf", "iou": 0.6, "conf": 0.0, "conf_type": "max"}
 
 
 def test_spec_file_equals_the_same_ensemble_in_code(folder):
@@ -66,14 +66,14 @@ def test_spec_file_equals_the_same_ensemble_in_code(folder):
 def test_arguments_override_the_spec_and_json_works(folder):
     spec = folder / "ensemble.json"
     spec.write_text(
-        '{"members": [{"model": "a.yaml", "weight": 3}, {"model": "b.yaml"}], "fusion": {"iou_threshold": 0.6}}',
+        '{"members": [{"model": "a.yaml", "weight": 3}, {"model": "b.yaml"}], "fusion": {"iou": 0.6}}',
         encoding="utf-8",
     )
     with Pipeline(str(spec), weights=[1, 2], fusion="nms") as pipe:
         assert pipe.fusion.weights == (1.0, 2.0) and pipe.fusion.method.value == "nms"
-        assert pipe.fusion.iou_threshold == 0.6  # from the file, not overridden
+        assert pipe.fusion.iou == 0.6  # from the file, not overridden
     with Pipeline(str(spec), fusion_iou=0.8) as pipe:
-        assert pipe.fusion.weights == (3.0, 1.0) and pipe.fusion.iou_threshold == 0.8
+        assert pipe.fusion.weights == (3.0, 1.0) and pipe.fusion.iou == 0.8
 
 
 def test_yaml_round_trip(folder):
@@ -91,15 +91,28 @@ def test_yaml_round_trip(folder):
     ("data", "says"),
     [
         ({"members": [{"model": "a.yaml"}]}, "at least 2"),
-        ({"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {"iou": 0.5}}, "fusion.iou"),
+        ({"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {"iou": 2}}, "fusion.iou"),
+        ({"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {"iou_thr": 0.5}}, "fusion.iou_thr"),
         ({"members": [{"model": "a.yaml", "weight": 0}, {"model": "b.yaml", "weight": 0}]}, "weight above 0"),
         ({"members": [{"model": "a.yaml", "weight": -1}, {"model": "b.yaml"}]}, "members.0.weight"),
-        ({"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {"iou_threshold": 2}}, "iou_threshold"),
     ],
 )
 def test_bad_spec_is_one_clear_error(folder, data, says):
     with pytest.raises(SpecError, match=says):
         Pipeline(write(folder / "bad.yaml", data))
+
+
+@pytest.mark.parametrize(("old", "new"), [("iou_threshold", "iou"), ("skip_box_threshold", "conf")])
+def test_former_fusion_keys_are_refused_with_their_new_names(folder, old, new):
+    """One name per setting: a file with ensemble-boxes' names is refused, naming the file, the key
+    it uses and the key to write (never read silently, never ignored)."""
+    path = write(folder / "old.yaml", {"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {old: 0.6}})
+    with pytest.raises(SpecError) as caught:
+        Pipeline(path)
+    message = str(caught.value)
+    assert message == f"ensemble spec {path}: 'fusion.{old}' is now called 'fusion.{new}'; rename it"
+    with pytest.raises(SpecError, match=f"'fusion.{old}' is now called 'fusion.{new}'"):
+        EnsembleSpec.from_dict({"members": [{"model": "a.yaml"}, {"model": "b.yaml"}], "fusion": {old: 0.6}})
 
 
 def test_a_single_model_loader_refuses_an_ensemble_plainly(folder):

@@ -77,9 +77,9 @@ def test_spec_file_given_as_relative_path(tmp_path, monkeypatch):
 def test_json_spec_with_thresholds(tmp_path):
     tiny_yolov8(tmp_path / "tiny.onnx")
     spec = tmp_path / "tiny.json"
-    spec.write_text(json.dumps({"model": "tiny.onnx", "classes": list(NAMES), "thresholds": {"score": 0.5}}))
+    spec.write_text(json.dumps({"model": "tiny.onnx", "classes": list(NAMES), "thresholds": {"conf": 0.5}}))
     model = visionpipe.load_model(spec)
-    assert model.params.score_threshold == 0.5
+    assert model.params.conf == 0.5
     image = np.zeros((320, 320, 3), np.uint8)
     with Pipeline(model) as pipe:
         assert pipe(image).class_id.tolist() == [0]  # the 0.4 box is below the spec's 0.5
@@ -90,7 +90,7 @@ def test_json_spec_with_thresholds(tmp_path):
 def test_spec_threshold_classes_by_name(tmp_path):
     tiny_yolov8(tmp_path / "tiny.onnx")
     spec = tmp_path / "tiny.yaml"
-    spec.write_text("model: tiny.onnx\nclasses: [cat, dog, bird]\nthresholds: {score: 0.1, classes: [dog]}\n")
+    spec.write_text("model: tiny.onnx\nclasses: [cat, dog, bird]\nthresholds: {conf: 0.1, classes: [dog]}\n")
     model = visionpipe.load_model(spec)
     assert model.params.classes == (1,)
     with Pipeline(model) as pipe:
@@ -163,7 +163,7 @@ def test_ultralytics_non_detect_task_is_rejected(tmp_path):
         "model: tiny.onnx\nfamily: yolov8\nthresholds: {scroe: 0.5}\n",  # unknown nested key
         "model: tiny.onnx\nfamily: yolov8\npreprocess: {resise: stretch}\n",
         "family: yolov8\n",  # no model
-        "model: tiny.onnx\nthresholds: {score: 1.5}\n",  # out of range
+        "model: tiny.onnx\nthresholds: {conf: 1.5}\n",  # out of range
     ],
 )
 def test_invalid_spec_content_raises_spec_error(tmp_path, text):

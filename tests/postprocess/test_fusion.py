@@ -1,5 +1,9 @@
 """Tests of visionpipe.postprocess.fusion against the reference package, ``ensemble-boxes``.
 
+The ``ref_*`` wrappers take visionpipe's setting names (``iou``, ``conf``, ``soft_threshold``,
+``soft_method``) and call the package with its own (``iou_thr``, ``skip_box_thr``, ``thresh``,
+``method``).
+
 Every method is compared with its ensemble-boxes counterpart to 1e-5 (boxes, scores, labels) on
 seeded random inputs (boxes partly outside [0, 1], corners in the wrong order, zero-area boxes) and
 on the real detections of two asset models. The three deliberate differences listed in the module
@@ -56,49 +60,47 @@ def reference(fn, boxes, scores, labels, **kwargs):
     return np.asarray(b, np.float64).reshape(-1, 4), np.asarray(s, np.float64), np.asarray(l, np.float64)
 
 
-def ref_nms(boxes, scores, labels, weights=None, iou_thr=0.5):
-    return reference(ensemble_boxes.nms, boxes, scores, labels, weights=weights, iou_thr=iou_thr)
+def ref_nms(boxes, scores, labels, weights=None, iou=0.5):
+    return reference(ensemble_boxes.nms, boxes, scores, labels, weights=weights, iou_thr=iou)
 
 
-def ref_soft_nms(boxes, scores, labels, weights=None, iou_thr=0.5, sigma=0.5, thresh=0.001, method="gaussian"):
+def ref_soft_nms(boxes, scores, labels, weights=None, iou=0.5, sigma=0.5, soft_threshold=0.001, soft_method="gaussian"):
     return reference(
         ensemble_boxes.soft_nms,
         boxes,
         scores,
         labels,
         weights=weights,
-        iou_thr=iou_thr,
+        iou_thr=iou,
         sigma=sigma,
-        thresh=thresh,
-        method=SOFT_METHODS[method],
+        thresh=soft_threshold,
+        method=SOFT_METHODS[soft_method],
     )
 
 
-def ref_wbf(
-    boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0, conf_type="avg", allows_overflow=False
-):
+def ref_wbf(boxes, scores, labels, weights=None, iou=0.55, conf=0.0, conf_type="avg", allows_overflow=False):
     return reference(
         ensemble_boxes.weighted_boxes_fusion,
         boxes,
         scores,
         labels,
         weights=weights,
-        iou_thr=iou_thr,
-        skip_box_thr=skip_box_thr,
+        iou_thr=iou,
+        skip_box_thr=conf,
         conf_type=conf_type,
         allows_overflow=allows_overflow,
     )
 
 
-def ref_nmw(boxes, scores, labels, weights=None, iou_thr=0.55, skip_box_thr=0.0):
+def ref_nmw(boxes, scores, labels, weights=None, iou=0.55, conf=0.0):
     return reference(
         ensemble_boxes.non_maximum_weighted,
         boxes,
         scores,
         labels,
         weights=weights,
-        iou_thr=iou_thr,
-        skip_box_thr=skip_box_thr,
+        iou_thr=iou,
+        skip_box_thr=conf,
     )
 
 
@@ -134,7 +136,7 @@ def assert_same(ours, ref, exact_order=False, context=""):
         unused[np.flatnonzero(close)[0]] = False
 
 
-def prefiltered_count(boxes, scores, weights=None, skip_box_thr=0.0):
+def prefiltered_count(boxes, scores, weights=None, conf=0.0):
     """How many boxes survive ensemble-boxes' prefilter (score, clipping, zero area, zero weight)."""
     total = 0
     for m, (b, s) in enumerate(zip(boxes, scores)):
@@ -144,7 +146,7 @@ def prefiltered_count(boxes, scores, weights=None, skip_box_thr=0.0):
         lo = np.clip(np.minimum(b[:, :2], b[:, 2:]), 0, 1)
         hi = np.clip(np.maximum(b[:, :2], b[:, 2:]), 0, 1)
         area = (hi - lo).prod(axis=1)
-        total += int(((area != 0) & (np.asarray(s) >= skip_box_thr)).sum())
+        total += int(((area != 0) & (np.asarray(s) >= conf)).sum())
     return total
 
 
@@ -206,21 +208,21 @@ def test_random_cases_have_the_advertised_features():
 SEEDS = range(12)
 
 
-@pytest.mark.parametrize("iou_thr", [0.3, 0.5, 0.75])
-def test_nms_matches_reference_on_random_inputs(iou_thr):
+@pytest.mark.parametrize("iou", [0.3, 0.5, 0.75])
+def test_nms_matches_reference_on_random_inputs(iou):
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         boxes, scores, labels, weights = random_case(rng)
         if prefiltered_count(boxes, scores) == 0:
             continue  # the reference cannot run without boxes (see test_empty_model_outputs)
-        ours = nms_fusion(boxes, scores, labels, weights, iou_thr=iou_thr)
-        ref = ref_nms(boxes, scores, labels, weights=list(weights), iou_thr=iou_thr)
+        ours = nms_fusion(boxes, scores, labels, weights, iou=iou)
+        ref = ref_nms(boxes, scores, labels, weights=list(weights), iou=iou)
         assert_same(ours, ref, context=f"(seed {seed})")
         assert (ours.models == 1).all() and (ours.members == 1).all()
 
 
 @pytest.mark.parametrize(
-    "method, iou_thr, sigma, thresh",
+    "soft_method, iou, sigma, soft_threshold",
     [
         ("linear", 0.3, 0.5, 0.001),
         ("linear", 0.6, 0.5, 0.05),
@@ -228,17 +230,32 @@ def test_nms_matches_reference_on_random_inputs(iou_thr):
         ("gaussian", 0.5, 0.1, 0.02),
     ],
 )
-def test_soft_nms_without_rescoring_matches_reference_on_random_inputs(method, iou_thr, sigma, thresh):
+def test_soft_nms_without_rescoring_matches_reference_on_random_inputs(soft_method, iou, sigma, soft_threshold):
     for seed in SEEDS:
         rng = np.random.default_rng(100 + seed)
         boxes, scores, labels, weights = random_case(rng)
         if prefiltered_count(boxes, scores) == 0:
             continue
         ours = soft_nms_fusion(
-            boxes, scores, labels, weights, iou_thr=iou_thr, sigma=sigma, thresh=thresh, method=method, rescore=False
+            boxes,
+            scores,
+            labels,
+            weights,
+            iou=iou,
+            sigma=sigma,
+            soft_threshold=soft_threshold,
+            soft_method=soft_method,
+            rescore=False,
         )
         ref = ref_soft_nms(
-            boxes, scores, labels, weights=list(weights), iou_thr=iou_thr, sigma=sigma, thresh=thresh, method=method
+            boxes,
+            scores,
+            labels,
+            weights=list(weights),
+            iou=iou,
+            sigma=sigma,
+            soft_threshold=soft_threshold,
+            soft_method=soft_method,
         )
         # Same per-label order as the reference (labels ascending, each in its swap order).
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
@@ -249,36 +266,34 @@ WBF_PARAMS = [(0.4, 0.0), (0.55, 0.1), (0.75, 0.3)]
 
 @pytest.mark.parametrize("conf_type", CONF_TYPES)
 @pytest.mark.parametrize("allows_overflow", [False, True])
-@pytest.mark.parametrize("iou_thr, skip_box_thr", WBF_PARAMS)
-def test_wbf_matches_reference_on_random_inputs(conf_type, allows_overflow, iou_thr, skip_box_thr):
+@pytest.mark.parametrize("iou, conf", WBF_PARAMS)
+def test_wbf_matches_reference_on_random_inputs(conf_type, allows_overflow, iou, conf):
     for seed in range(8):
         rng = np.random.default_rng(200 + seed)
         boxes, scores, labels, weights = random_case(rng)
         w = None if seed % 4 == 3 else weights  # the default weights too
         kwargs = {
-            "iou_thr": iou_thr,
-            "skip_box_thr": skip_box_thr,
+            "iou": iou,
+            "conf": conf,
             "conf_type": conf_type,
             "allows_overflow": allows_overflow,
         }
         ours = weighted_boxes_fusion(boxes, scores, labels, w, **kwargs)
         ref = ref_wbf(boxes, scores, labels, weights=None if w is None else list(w), **kwargs)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
-        assert_counters(ours, prefiltered_count(boxes, scores, skip_box_thr=skip_box_thr), len(boxes))
+        assert_counters(ours, prefiltered_count(boxes, scores, conf=conf), len(boxes))
 
 
-@pytest.mark.parametrize("iou_thr, skip_box_thr", WBF_PARAMS + [(0.55, 0.0)])
-def test_nmw_matches_reference_on_random_inputs(iou_thr, skip_box_thr):
+@pytest.mark.parametrize("iou, conf", WBF_PARAMS + [(0.55, 0.0)])
+def test_nmw_matches_reference_on_random_inputs(iou, conf):
     for seed in SEEDS:
         rng = np.random.default_rng(300 + seed)
         boxes, scores, labels, weights = random_case(rng)
         w = None if seed % 4 == 3 else weights
-        ours = non_maximum_weighted(boxes, scores, labels, w, iou_thr=iou_thr, skip_box_thr=skip_box_thr)
-        ref = ref_nmw(
-            boxes, scores, labels, weights=None if w is None else list(w), iou_thr=iou_thr, skip_box_thr=skip_box_thr
-        )
+        ours = non_maximum_weighted(boxes, scores, labels, w, iou=iou, conf=conf)
+        ref = ref_nmw(boxes, scores, labels, weights=None if w is None else list(w), iou=iou, conf=conf)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
-        assert_counters(ours, prefiltered_count(boxes, scores, skip_box_thr=skip_box_thr), len(boxes))
+        assert_counters(ours, prefiltered_count(boxes, scores, conf=conf), len(boxes))
 
 
 def dense_case(rng, n_models=3, n_boxes=60, n_objects=4):
@@ -297,32 +312,32 @@ def dense_case(rng, n_models=3, n_boxes=60, n_objects=4):
     return boxes, scores, labels, rng.uniform(0.1, 3.0, n_models)
 
 
-@pytest.mark.parametrize("iou_thr", [0.3, 0.5, 0.7, 0.85])
-def test_wbf_and_nmw_match_reference_on_crowded_classes(iou_thr):
+@pytest.mark.parametrize("iou", [0.3, 0.5, 0.7, 0.85])
+def test_wbf_and_nmw_match_reference_on_crowded_classes(iou):
     for seed in range(5):
         boxes, scores, labels, weights = dense_case(np.random.default_rng(1000 + seed))
         for conf_type in ("avg", "box_and_model_avg"):
-            ours = weighted_boxes_fusion(boxes, scores, labels, weights, iou_thr=iou_thr, conf_type=conf_type)
-            ref = ref_wbf(boxes, scores, labels, weights=list(weights), iou_thr=iou_thr, conf_type=conf_type)
+            ours = weighted_boxes_fusion(boxes, scores, labels, weights, iou=iou, conf_type=conf_type)
+            ref = ref_wbf(boxes, scores, labels, weights=list(weights), iou=iou, conf_type=conf_type)
             assert_same(ours, ref, exact_order=True, context=f"(seed {seed}, {conf_type})")
             assert_counters(ours, prefiltered_count(boxes, scores), len(boxes))
-        ours = non_maximum_weighted(boxes, scores, labels, weights, iou_thr=iou_thr)
-        assert_same(ours, ref_nmw(boxes, scores, labels, weights=list(weights), iou_thr=iou_thr), exact_order=True)
-        ours = nms_fusion(boxes, scores, labels, weights, iou_thr=iou_thr)
-        assert_same(ours, ref_nms(boxes, scores, labels, weights=list(weights), iou_thr=iou_thr))
+        ours = non_maximum_weighted(boxes, scores, labels, weights, iou=iou)
+        assert_same(ours, ref_nmw(boxes, scores, labels, weights=list(weights), iou=iou), exact_order=True)
+        ours = nms_fusion(boxes, scores, labels, weights, iou=iou)
+        assert_same(ours, ref_nms(boxes, scores, labels, weights=list(weights), iou=iou))
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
-    iou_thr=st.floats(0.2, 0.9),
-    skip_box_thr=st.sampled_from([0.0, 0.05, 0.2, 0.5]),
+    iou=st.floats(0.2, 0.9),
+    conf=st.sampled_from([0.0, 0.05, 0.2, 0.5]),
     conf_type=st.sampled_from(CONF_TYPES),
     allows_overflow=st.booleans(),
 )
-def test_wbf_and_nmw_match_reference_property(seed, iou_thr, skip_box_thr, conf_type, allows_overflow):
+def test_wbf_and_nmw_match_reference_property(seed, iou, conf, conf_type, allows_overflow):
     boxes, scores, labels, weights = random_case(np.random.default_rng(seed), max_boxes=30)
-    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr}
+    kw = {"iou": iou, "conf": conf}
     assert_same(
         weighted_boxes_fusion(
             boxes, scores, labels, weights, conf_type=conf_type, allows_overflow=allows_overflow, **kw
@@ -354,15 +369,15 @@ def test_nms_with_default_weights_matches_reference():
     np.testing.assert_allclose(np.sort(nms_fusion(boxes, scores, labels, None).scores), [0.8, 0.9], atol=TOL)
     for seed in range(4):
         boxes, scores, labels, _ = random_case(np.random.default_rng(400 + seed), n_models=3)
-        ours = nms_fusion(boxes, scores, labels, None, iou_thr=0.5)
-        assert_same(ours, ref_nms(boxes, scores, labels, weights=None, iou_thr=0.5), context=f"(seed {seed})")
+        ours = nms_fusion(boxes, scores, labels, None, iou=0.5)
+        assert_same(ours, ref_nms(boxes, scores, labels, weights=None, iou=0.5), context=f"(seed {seed})")
 
 
 def test_soft_nms_with_default_weights_matches_reference():
     for seed in range(4):
         boxes, scores, labels, _ = random_case(np.random.default_rng(500 + seed), n_models=3)
-        ours = soft_nms_fusion(boxes, scores, labels, None, iou_thr=0.5, thresh=0.01, rescore=False)
-        ref = ref_soft_nms(boxes, scores, labels, weights=None, iou_thr=0.5, thresh=0.01)
+        ours = soft_nms_fusion(boxes, scores, labels, None, iou=0.5, soft_threshold=0.01, rescore=False)
+        ref = ref_soft_nms(boxes, scores, labels, weights=None, iou=0.5, soft_threshold=0.01)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
 
 
@@ -371,7 +386,7 @@ def test_soft_nms_with_default_weights_matches_reference():
 # --------------------------------------------------------------------------------------------
 
 
-def reference_soft_nms_decayed(boxes, scores, labels, weights, iou_thr, sigma, thresh, method):
+def reference_soft_nms_decayed(boxes, scores, labels, weights, iou, sigma, soft_threshold, soft_method):
     """The reference's own soft-NMS step per label, keeping the decayed scores it computes."""
     weights = np.asarray(weights, np.float64)
     scaled = [np.asarray(s, np.float64) * w / weights.sum() for s, w in zip(scores, weights)]
@@ -385,8 +400,8 @@ def reference_soft_nms_decayed(boxes, scores, labels, weights, iou_thr, sigma, t
     for label in np.unique(l):
         sel = l == label
         sc = s[sel].copy()
-        keep = eb_nms.cpu_soft_nms_float(b[sel].copy(), sc, iou_thr, sigma, thresh, SOFT_METHODS[method])
-        decayed = sc[sc > thresh]
+        keep = eb_nms.cpu_soft_nms_float(b[sel].copy(), sc, iou, sigma, soft_threshold, SOFT_METHODS[soft_method])
+        decayed = sc[sc > soft_threshold]
         assert len(decayed) == len(keep)
         out_boxes.append(b[sel][keep])
         out_scores.append(decayed)
@@ -396,12 +411,14 @@ def reference_soft_nms_decayed(boxes, scores, labels, weights, iou_thr, sigma, t
     return np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels).astype(np.float64)
 
 
-@pytest.mark.parametrize("method, iou_thr, sigma, thresh", [("linear", 0.3, 0.5, 0.001), ("gaussian", 0.5, 0.3, 0.01)])
-def test_soft_nms_rescore_returns_the_decayed_scores(method, iou_thr, sigma, thresh):
+@pytest.mark.parametrize(
+    "soft_method, iou, sigma, soft_threshold", [("linear", 0.3, 0.5, 0.001), ("gaussian", 0.5, 0.3, 0.01)]
+)
+def test_soft_nms_rescore_returns_the_decayed_scores(soft_method, iou, sigma, soft_threshold):
     decayed_somewhere = False
     for seed in SEEDS:
         boxes, scores, labels, weights = random_case(np.random.default_rng(600 + seed))
-        kw = {"iou_thr": iou_thr, "sigma": sigma, "thresh": thresh, "method": method}
+        kw = {"iou": iou, "sigma": sigma, "soft_threshold": soft_threshold, "soft_method": soft_method}
         ours = soft_nms_fusion(boxes, scores, labels, weights, rescore=True, **kw)
         ref = reference_soft_nms_decayed(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref, exact_order=True, context=f"(seed {seed})")
@@ -459,20 +476,20 @@ REAL_WEIGHTS = [[2.0, 1.0], [1.0, 1.0], [0.7, 2.5]]
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("iou_thr", [0.4, 0.6])
+@pytest.mark.parametrize("iou", [0.4, 0.6])
 @pytest.mark.parametrize("weights", REAL_WEIGHTS)
-def test_real_nms(real_detections, iou_thr, weights):
+def test_real_nms(real_detections, iou, weights):
     for name, boxes, scores, labels in real_detections:
-        ours = nms_fusion(boxes, scores, labels, weights, iou_thr=iou_thr)
-        assert_same(ours, ref_nms(boxes, scores, labels, weights=weights, iou_thr=iou_thr), context=name)
+        ours = nms_fusion(boxes, scores, labels, weights, iou=iou)
+        assert_same(ours, ref_nms(boxes, scores, labels, weights=weights, iou=iou), context=name)
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("method", ["linear", "gaussian"])
+@pytest.mark.parametrize("soft_method", ["linear", "gaussian"])
 @pytest.mark.parametrize("weights", REAL_WEIGHTS[:2])
-def test_real_soft_nms(real_detections, method, weights):
+def test_real_soft_nms(real_detections, soft_method, weights):
     for name, boxes, scores, labels in real_detections:
-        kw = {"iou_thr": 0.5, "sigma": 0.5, "thresh": 0.005, "method": method}
+        kw = {"iou": 0.5, "sigma": 0.5, "soft_threshold": 0.005, "soft_method": soft_method}
         ours = soft_nms_fusion(boxes, scores, labels, weights, rescore=False, **kw)
         assert_same(ours, ref_soft_nms(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
         rescored = soft_nms_fusion(boxes, scores, labels, weights, rescore=True, **kw)
@@ -483,24 +500,24 @@ def test_real_soft_nms(real_detections, method, weights):
 @pytest.mark.real
 @pytest.mark.parametrize("conf_type", CONF_TYPES)
 @pytest.mark.parametrize("allows_overflow", [False, True])
-@pytest.mark.parametrize("iou_thr, skip_box_thr, weights", [(0.55, 0.0, [2.0, 1.0]), (0.7, 0.05, [1.0, 1.0])])
-def test_real_wbf(real_detections, conf_type, allows_overflow, iou_thr, skip_box_thr, weights):
-    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr, "conf_type": conf_type, "allows_overflow": allows_overflow}
+@pytest.mark.parametrize("iou, conf, weights", [(0.55, 0.0, [2.0, 1.0]), (0.7, 0.05, [1.0, 1.0])])
+def test_real_wbf(real_detections, conf_type, allows_overflow, iou, conf, weights):
+    kw = {"iou": iou, "conf": conf, "conf_type": conf_type, "allows_overflow": allows_overflow}
     for name, boxes, scores, labels in real_detections:
         ours = weighted_boxes_fusion(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref_wbf(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
-        assert_counters(ours, prefiltered_count(boxes, scores, skip_box_thr=skip_box_thr), 2)
+        assert_counters(ours, prefiltered_count(boxes, scores, conf=conf), 2)
 
 
 @pytest.mark.real
-@pytest.mark.parametrize("iou_thr, skip_box_thr", [(0.55, 0.0), (0.4, 0.05), (0.7, 0.2)])
+@pytest.mark.parametrize("iou, conf", [(0.55, 0.0), (0.4, 0.05), (0.7, 0.2)])
 @pytest.mark.parametrize("weights", REAL_WEIGHTS[::2])
-def test_real_nmw(real_detections, iou_thr, skip_box_thr, weights):
-    kw = {"iou_thr": iou_thr, "skip_box_thr": skip_box_thr}
+def test_real_nmw(real_detections, iou, conf, weights):
+    kw = {"iou": iou, "conf": conf}
     for name, boxes, scores, labels in real_detections:
         ours = non_maximum_weighted(boxes, scores, labels, weights, **kw)
         assert_same(ours, ref_nmw(boxes, scores, labels, weights=weights, **kw), exact_order=True, context=name)
-        assert_counters(ours, prefiltered_count(boxes, scores, skip_box_thr=skip_box_thr), 2)
+        assert_counters(ours, prefiltered_count(boxes, scores, conf=conf), 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,8 +530,8 @@ def _all_methods():
     out = [
         (
             "nms",
-            lambda b, s, l, w: nms_fusion(b, s, l, w, iou_thr=0.5),
-            lambda b, s, l, w: ref_nms(b, s, l, w, iou_thr=0.5),
+            lambda b, s, l, w: nms_fusion(b, s, l, w, iou=0.5),
+            lambda b, s, l, w: ref_nms(b, s, l, w, iou=0.5),
         ),
     ]
     for method in SOFT_METHODS:
@@ -522,24 +539,24 @@ def _all_methods():
             (
                 f"soft-nms-{method}",
                 lambda b, s, l, w, m=method: soft_nms_fusion(
-                    b, s, l, w, iou_thr=0.4, thresh=0.01, method=m, rescore=False
+                    b, s, l, w, iou=0.4, soft_threshold=0.01, soft_method=m, rescore=False
                 ),
-                lambda b, s, l, w, m=method: ref_soft_nms(b, s, l, w, iou_thr=0.4, thresh=0.01, method=m),
+                lambda b, s, l, w, m=method: ref_soft_nms(b, s, l, w, iou=0.4, soft_threshold=0.01, soft_method=m),
             )
         )
     for conf_type in CONF_TYPES:
         out.append(
             (
                 f"wbf-{conf_type}",
-                lambda b, s, l, w, c=conf_type: weighted_boxes_fusion(b, s, l, w, iou_thr=0.5, conf_type=c),
-                lambda b, s, l, w, c=conf_type: ref_wbf(b, s, l, w, iou_thr=0.5, conf_type=c),
+                lambda b, s, l, w, c=conf_type: weighted_boxes_fusion(b, s, l, w, iou=0.5, conf_type=c),
+                lambda b, s, l, w, c=conf_type: ref_wbf(b, s, l, w, iou=0.5, conf_type=c),
             )
         )
     out.append(
         (
             "nmw",
-            lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.5),
-            lambda b, s, l, w: ref_nmw(b, s, l, w, iou_thr=0.5),
+            lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou=0.5),
+            lambda b, s, l, w: ref_nmw(b, s, l, w, iou=0.5),
         )
     )
     return out
@@ -580,7 +597,7 @@ def test_zero_weight_is_why_we_drop_the_model():
     """The reference divides by a zero score sum when zero-weight boxes cluster together (WBF) or
     stand alone (NMW), and keeps zero-score boxes in NMS; ours drops the model instead."""
     boxes, scores, labels, weights = _zero_weight_case()
-    ref_boxes = ref_wbf(boxes, scores, labels, weights=weights, iou_thr=0.55)[0]
+    ref_boxes = ref_wbf(boxes, scores, labels, weights=weights, iou=0.55)[0]
     assert np.isnan(ref_boxes).any()
     assert np.isnan(ref_nmw(boxes, scores, labels, weights=weights)[0]).any()
     ref_scores = ref_nms(boxes, scores, labels, weights=weights)[1]
@@ -676,12 +693,12 @@ def test_zero_area_and_outside_boxes(name, ours_fn, ref_fn):
 
 def test_zero_area_and_outside_boxes_by_hand():
     boxes, scores, labels = _awkward_boxes()
-    nms = nms_fusion(boxes, scores, labels, [1.0, 1.0], iou_thr=0.5)
+    nms = nms_fusion(boxes, scores, labels, [1.0, 1.0], iou=0.5)
     # scores are halved (weight / sum of weights); the swapped box is suppressed by the real one
     order = np.argsort(-nms.scores)
     np.testing.assert_allclose(nms.boxes[order], [[0.1, 0.1, 0.5, 0.5], [0.0, 0.7, 0.3, 1.0]], atol=1e-12)
     np.testing.assert_allclose(nms.scores[order], [0.4, 0.3], atol=1e-12)
-    wbf = weighted_boxes_fusion(boxes, scores, labels, [1.0, 1.0], iou_thr=0.5)
+    wbf = weighted_boxes_fusion(boxes, scores, labels, [1.0, 1.0], iou=0.5)
     # the real box and the swapped box fuse: score-weighted mean of (0.1, 0.1, 0.5, 0.5) and (0.08, 0.12, 0.52, 0.48)
     expected = (0.8 * np.array([0.1, 0.1, 0.5, 0.5]) + 0.7 * np.array([0.08, 0.12, 0.52, 0.48])) / 1.5
     np.testing.assert_allclose(wbf.boxes[0], expected, atol=1e-6)
@@ -698,8 +715,8 @@ def test_nms_long_overlap_chain_matches_reference():
     boxes = [chain[::2], chain[1::2]]  # interleaved over two models
     scores = [np.linspace(0.99, 0.1, n)[::2], np.linspace(0.99, 0.1, n)[1::2]]
     labels = [np.zeros(n // 2, np.int64), np.zeros(n // 2, np.int64)]
-    ours = nms_fusion(boxes, scores, labels, [1.0, 1.0], iou_thr=0.5)
-    assert_same(ours, ref_nms(boxes, scores, labels, weights=[1.0, 1.0], iou_thr=0.5))
+    ours = nms_fusion(boxes, scores, labels, [1.0, 1.0], iou=0.5)
+    assert_same(ours, ref_nms(boxes, scores, labels, weights=[1.0, 1.0], iou=0.5))
     assert len(ours.boxes) == n // 2
 
 
@@ -722,7 +739,7 @@ def test_real_detections_of_one_model_fused_with_itself(real_detections):
             expected = ref_fn(*twice, [1.0, 1.0])
             assert_same(ours_fn(*twice, [1.0, 1.0]), expected, exact_order=not method.startswith("nms"), context=name)
         # every cluster is started by a box whose copy (IoU 1) joins it next
-        wbf = weighted_boxes_fusion(*twice, [1.0, 1.0], iou_thr=0.55)
+        wbf = weighted_boxes_fusion(*twice, [1.0, 1.0], iou=0.55)
         assert (wbf.models == 2).all() and wbf.members.sum() == 2 * len(boxes[0])
 
 
@@ -735,7 +752,7 @@ def test_nms_tie_break_matches_reference():
 
 
 def test_zero_scores_never_give_nan_boxes():
-    """Scores of 0 pass validation (and skip_box_thr=0), but a cluster whose scores are all 0 has a
+    """Scores of 0 pass validation (and conf=0), but a cluster whose scores are all 0 has a
     zero score sum: the same division the zero-weight rule avoids. No NaN box may come out, and
     ``fuse`` must not fail building its Detections."""
     boxes = [np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([[0.11, 0.1, 0.5, 0.5]])]
@@ -752,7 +769,7 @@ def test_zero_scores_never_give_nan_boxes():
             for b, s, l in zip(boxes, scores, labels)
         ]
         for method in ("wbf", "nmw", "vote"):
-            fuse(members, method, image_size=(640, 640), min_votes=1)
+            fuse(members, method, image_hw=(640, 640), min_votes=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -772,7 +789,7 @@ def _voting_case():
 
 
 def test_wbf_counters_and_fused_box_by_hand():
-    fused = weighted_boxes_fusion(*_voting_case(), iou_thr=0.55)
+    fused = weighted_boxes_fusion(*_voting_case(), iou=0.55)
     assert fused.models.tolist() == [2, 1]
     assert fused.members.tolist() == [2, 1]
     assert fused.labels.tolist() == [3, 3]
@@ -780,19 +797,19 @@ def test_wbf_counters_and_fused_box_by_hand():
     np.testing.assert_allclose(fused.boxes, [expected, LONE], atol=1e-6)
     # avg: mean score 0.75 x min(2 models, 2 boxes) / 2 models; the lone box: 0.3 x 1 / 2
     np.testing.assert_allclose(fused.scores, [0.75, 0.15], atol=1e-6)
-    assert_same(fused, ref_wbf(*_voting_case(), iou_thr=0.55), exact_order=True)
+    assert_same(fused, ref_wbf(*_voting_case(), iou=0.55), exact_order=True)
 
 
 def test_one_model_twice_counts_one_model():
     boxes = [np.array([A, A2])]
-    fused = weighted_boxes_fusion(boxes, [np.array([0.9, 0.6])], [np.array([0, 0])], iou_thr=0.55)
+    fused = weighted_boxes_fusion(boxes, [np.array([0.9, 0.6])], [np.array([0, 0])], iou=0.55)
     assert fused.models.tolist() == [1] and fused.members.tolist() == [2]
-    nmw = non_maximum_weighted(boxes, [np.array([0.9, 0.6])], [np.array([0, 0])], iou_thr=0.55)
+    nmw = non_maximum_weighted(boxes, [np.array([0.9, 0.6])], [np.array([0, 0])], iou=0.55)
     assert nmw.models.tolist() == [1] and nmw.members.tolist() == [2]
 
 
 def test_nmw_counters_and_fused_box_by_hand():
-    fused = non_maximum_weighted(*_voting_case(), iou_thr=0.55)
+    fused = non_maximum_weighted(*_voting_case(), iou=0.55)
     assert fused.models.tolist() == [2, 1] and fused.members.tolist() == [2, 1]
     iou = 0.16 / 0.176
     expected = (0.9 * np.array(A) + 0.6 * iou * np.array(A2)) / (0.9 + 0.6 * iou)
@@ -801,24 +818,24 @@ def test_nmw_counters_and_fused_box_by_hand():
 
 
 def test_consensus_vote_keeps_only_agreed_boxes():
-    voted = consensus_vote(*_voting_case(), iou_thr=0.55, min_votes=2)
+    voted = consensus_vote(*_voting_case(), iou=0.55, min_votes=2)
     assert len(voted.boxes) == 1
     assert voted.models.tolist() == [2] and voted.members.tolist() == [2]
     np.testing.assert_allclose(voted.boxes[0], (0.9 * np.array(A) + 0.6 * np.array(A2)) / 1.5, atol=1e-6)
     np.testing.assert_allclose(voted.scores, [0.75], atol=1e-6)
-    everything = consensus_vote(*_voting_case(), iou_thr=0.55, min_votes=1)
+    everything = consensus_vote(*_voting_case(), iou=0.55, min_votes=1)
     assert everything.models.tolist() == [2, 1]
-    assert len(consensus_vote(*_voting_case(), iou_thr=0.55, min_votes=3).boxes) == 0
+    assert len(consensus_vote(*_voting_case(), iou=0.55, min_votes=3).boxes) == 0
     # A stricter IoU threshold splits the pair: no box has two votes any more.
-    assert len(consensus_vote(*_voting_case(), iou_thr=0.95, min_votes=2).boxes) == 0
+    assert len(consensus_vote(*_voting_case(), iou=0.95, min_votes=2).boxes) == 0
 
 
 def test_consensus_vote_equals_filtered_wbf_on_random_inputs():
     for seed in range(6):
         boxes, scores, labels, weights = random_case(np.random.default_rng(900 + seed), n_models=3)
-        wbf = weighted_boxes_fusion(boxes, scores, labels, weights, iou_thr=0.5, skip_box_thr=0.1)
+        wbf = weighted_boxes_fusion(boxes, scores, labels, weights, iou=0.5, conf=0.1)
         for min_votes in (1, 2, 3):
-            voted = consensus_vote(boxes, scores, labels, weights, iou_thr=0.5, skip_box_thr=0.1, min_votes=min_votes)
+            voted = consensus_vote(boxes, scores, labels, weights, iou=0.5, conf=0.1, min_votes=min_votes)
             keep = wbf.models >= min_votes
             np.testing.assert_array_equal(voted.boxes, wbf.boxes[keep])
             np.testing.assert_array_equal(voted.scores, wbf.scores[keep])
@@ -855,25 +872,23 @@ def _normalised(members):
 
 
 FUSE_CASES = [
-    (FusionMethod.NMS, {}, lambda b, s, l, w: nms_fusion(b, s, l, w, iou_thr=0.45)),
+    (FusionMethod.NMS, {}, lambda b, s, l, w: nms_fusion(b, s, l, w, iou=0.45)),
     (
         "soft-nms",
         {"soft_method": "linear", "sigma": 0.3, "soft_threshold": 0.02},
-        lambda b, s, l, w: soft_nms_fusion(b, s, l, w, iou_thr=0.45, sigma=0.3, thresh=0.02, method="linear"),
+        lambda b, s, l, w: soft_nms_fusion(b, s, l, w, iou=0.45, sigma=0.3, soft_threshold=0.02, soft_method="linear"),
     ),
     (
         "wbf",
-        {"conf_type": "box_and_model_avg", "skip_box_threshold": 0.1},
-        lambda b, s, l, w: weighted_boxes_fusion(
-            b, s, l, w, iou_thr=0.45, skip_box_thr=0.1, conf_type="box_and_model_avg"
-        ),
+        {"conf_type": "box_and_model_avg", "conf": 0.1},
+        lambda b, s, l, w: weighted_boxes_fusion(b, s, l, w, iou=0.45, conf=0.1, conf_type="box_and_model_avg"),
     ),
     (
         FusionMethod.NMW,
-        {"skip_box_threshold": 0.1},
-        lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou_thr=0.45, skip_box_thr=0.1),
+        {"conf": 0.1},
+        lambda b, s, l, w: non_maximum_weighted(b, s, l, w, iou=0.45, conf=0.1),
     ),
-    ("vote", {"min_votes": 2}, lambda b, s, l, w: consensus_vote(b, s, l, w, iou_thr=0.45, min_votes=2)),
+    ("vote", {"min_votes": 2}, lambda b, s, l, w: consensus_vote(b, s, l, w, iou=0.45, min_votes=2)),
 ]
 
 
@@ -883,7 +898,7 @@ FUSE_CASES = [
 def test_fuse_in_pixels_equals_normalised_functions(method, options, normalised_fn):
     for seed in range(3):
         members, weights = _members(seed)
-        out = fuse(members, method, image_size=(W, H), weights=weights, iou_threshold=0.45, **options)
+        out = fuse(members, method, image_hw=(H, W), weights=weights, iou=0.45, **options)
         expected = normalised_fn(*_normalised(members), weights)
         assert isinstance(out, Detections)
         assert out.class_names == NAMES
@@ -899,8 +914,8 @@ def test_fuse_in_pixels_equals_normalised_functions(method, options, normalised_
 
 def test_fuse_defaults_to_wbf_and_keeps_counters():
     members, _ = _members(5, n_models=2)
-    out = fuse(members, image_size=(W, H))
-    expected = weighted_boxes_fusion(*_normalised(members), None, iou_thr=0.55)
+    out = fuse(members, image_hw=(H, W))
+    expected = weighted_boxes_fusion(*_normalised(members), None, iou=0.55)
     np.testing.assert_allclose(out.xyxy, expected.boxes * [W, H, W, H], atol=1e-3)
     assert set(out.data) == {"models", "members"}
     normalised = _normalised(members)
@@ -915,11 +930,11 @@ def test_fuse_of_the_hand_built_case_in_pixels():
         Detections(xyxy=b * scale, confidence=s, class_id=l, class_names=("a", "b", "c", "d"))
         for b, s, l in zip(boxes, scores, labels)
     ]
-    out = fuse(members, "wbf", image_size=(W, H), iou_threshold=0.55)
+    out = fuse(members, "wbf", image_hw=(H, W), iou=0.55)
     assert out.data["models"].tolist() == [2, 1] and out.data["members"].tolist() == [2, 1]
     expected = (0.9 * np.array(A) + 0.6 * np.array(A2)) / 1.5 * scale
     np.testing.assert_allclose(out.xyxy[0], expected, atol=1e-3)
-    voted = fuse(members, "vote", image_size=(W, H), iou_threshold=0.55, min_votes=2)
+    voted = fuse(members, "vote", image_hw=(H, W), iou=0.55, min_votes=2)
     assert len(voted) == 1 and voted.data["models"].tolist() == [2]
 
 
@@ -927,9 +942,9 @@ def test_fuse_with_an_empty_member():
     members, _ = _members(5, n_models=2)
     members.append(Detections.empty(NAMES))
     for method in FusionMethod:
-        out = fuse(members, method, image_size=(W, H))
+        out = fuse(members, method, image_hw=(H, W))
         assert len(out) > 0 and set(out.data) == {"models", "members"}
-    out = fuse([Detections.empty(NAMES)] * 2, "wbf", image_size=(W, H))
+    out = fuse([Detections.empty(NAMES)] * 2, "wbf", image_hw=(H, W))
     assert len(out) == 0 and out.class_names == NAMES
 
 
@@ -1010,9 +1025,9 @@ def test_bad_options():
     with pytest.raises(FusionError, match="conf_type"):
         weighted_boxes_fusion(*good, conf_type="median")
     with pytest.raises(FusionError, match="method"):
-        soft_nms_fusion(*good, method="hard")
+        soft_nms_fusion(*good, soft_method="hard")
     with pytest.raises(FusionError, match="method"):
-        soft_nms_fusion(*good, method=2)  # the reference's numeric codes are not accepted
+        soft_nms_fusion(*good, soft_method=2)  # the reference's numeric codes are not accepted
     for sigma in (0.0, -0.5):
         with pytest.raises(FusionError, match="sigma"):
             soft_nms_fusion(*good, sigma=sigma)
@@ -1024,7 +1039,7 @@ def test_bad_options():
 def test_fuse_bad_inputs():
     members, _ = _members(3, n_models=2)
     with pytest.raises(FusionError):
-        fuse([], "wbf", image_size=(W, H))
+        fuse([], "wbf", image_hw=(H, W))
     other = Detections(
         xyxy=members[1].xyxy,
         confidence=members[1].confidence,
@@ -1032,31 +1047,29 @@ def test_fuse_bad_inputs():
         class_names=("person", "car", "cat"),
     )
     with pytest.raises(FusionError, match="class"):
-        fuse([members[0], other], "wbf", image_size=(W, H))
+        fuse([members[0], other], "wbf", image_hw=(H, W))
     with pytest.raises(FusionError):
-        fuse(members, "wbf", image_size=(W, H), weights=[1.0])
+        fuse(members, "wbf", image_hw=(H, W), weights=[1.0])
     with pytest.raises(FusionError):
-        fuse(members, "wbf", image_size=(W, H), conf_type="median")
+        fuse(members, "wbf", image_hw=(H, W), conf_type="median")
     with pytest.raises(FusionError):
-        fuse(members, "soft-nms", image_size=(W, H), soft_method="hard")
+        fuse(members, "soft-nms", image_hw=(H, W), soft_method="hard")
     with pytest.raises(FusionError):
-        fuse(members, "soft-nms", image_size=(W, H), sigma=0.0)
+        fuse(members, "soft-nms", image_hw=(H, W), sigma=0.0)
     with pytest.raises(FusionError):
-        fuse(members, "vote", image_size=(W, H), min_votes=0)
+        fuse(members, "vote", image_hw=(H, W), min_votes=0)
     with pytest.raises(ValueError):
-        fuse(members, "median", image_size=(W, H))
+        fuse(members, "median", image_hw=(H, W))
 
 
-def test_image_size_in_both_orders_gives_the_same_fusion():
-    """(height, width) is visionpipe's order; ensemble-boxes' (width, height) is still accepted."""
-    from visionpipe.errors import FusionError
-    from visionpipe.postprocess.fusion import fuse
-
-    a = Detections(xyxy=np.array([[10, 20, 110, 60]], np.float32), confidence=[0.9], class_id=[0], class_names=("x",))
-    b = Detections(xyxy=np.array([[12, 22, 108, 58]], np.float32), confidence=[0.8], class_id=[0], class_names=("x",))
-    ours = fuse([a, b], "wbf", image_hw=(100, 300))
-    theirs = fuse([a, b], "wbf", image_size=(300, 100))
-    np.testing.assert_array_equal(ours.xyxy, theirs.xyxy)
-    assert ours.xyxy[0, 2] > 100  # not clipped to a 100-pixel width: the order was read right
-    with pytest.raises(FusionError, match="once"):
-        fuse([a, b], "wbf", image_hw=(100, 300), image_size=(300, 100))
+def test_fuse_reads_image_hw_as_height_then_width():
+    """(height, width), as NumPy shapes: boxes are normalised by the width along x. Read the other
+    way round, the 300-pixel-wide image would be 100 wide and the boxes clipped at x = 100."""
+    a = Detections(xyxy=np.array([[10, 20, 210, 60]], np.float32), confidence=[0.9], class_id=[0], class_names=("x",))
+    b = Detections(xyxy=np.array([[12, 22, 208, 58]], np.float32), confidence=[0.9], class_id=[0], class_names=("x",))
+    out = fuse([a, b], "wbf", image_hw=(100, 300))
+    np.testing.assert_allclose(out.xyxy, [[11, 21, 209, 59]], atol=1e-3)  # the mean of equal-score boxes
+    swapped = fuse([a, b], "wbf", image_hw=(300, 100))
+    assert swapped.xyxy[0, 2] == pytest.approx(100)  # what a swap would do: clipped to a 100-pixel width
+    with pytest.raises(TypeError):
+        fuse([a, b], "wbf", image_size=(300, 100))  # ensemble-boxes' (width, height) is no longer a keyword

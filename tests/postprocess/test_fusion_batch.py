@@ -34,10 +34,10 @@ def canonical(fused):
 @pytest.mark.parametrize(
     ("function", "options"),
     [
-        (weighted_boxes_fusion, {"iou_thr": 0.5, "weights": [2, 1, 1], "conf_type": "box_and_model_avg"}),
-        (nms_fusion, {"iou_thr": 0.5, "weights": [1, 2, 3]}),
-        (non_maximum_weighted, {"iou_thr": 0.4}),
-        (consensus_vote, {"iou_thr": 0.5, "min_votes": 2}),
+        (weighted_boxes_fusion, {"iou": 0.5, "weights": [2, 1, 1], "conf_type": "box_and_model_avg"}),
+        (nms_fusion, {"iou": 0.5, "weights": [1, 2, 3]}),
+        (non_maximum_weighted, {"iou": 0.4}),
+        (consensus_vote, {"iou": 0.5, "min_votes": 2}),
     ],
 )
 def test_batch_equals_one_call_per_image(function, options):

@@ -38,7 +38,7 @@ def ref_iou(a, b) -> float:
     return inter / union
 
 
-def ref_nms(boxes, scores, iou_threshold, class_ids=None, top_k=None, max_det=None) -> list[int]:
+def ref_nms(boxes, scores, iou, class_ids=None, top_k=None, max_det=None) -> list[int]:
     boxes = [tuple(float(v) for v in box) for box in np.asarray(boxes).tolist()]  # plain Python floats
     scores = [float(s) for s in np.asarray(scores).tolist()]
     class_ids = None if class_ids is None else [int(c) for c in np.asarray(class_ids).tolist()]
@@ -55,7 +55,7 @@ def ref_nms(boxes, scores, iou_threshold, class_ids=None, top_k=None, max_det=No
         for j in kept:
             if class_ids is not None and class_ids[i] != class_ids[j]:
                 continue
-            if ref_iou(boxes[i], boxes[j]) > iou_threshold:
+            if ref_iou(boxes[i], boxes[j]) > iou:
                 suppressed = True
                 break
         if not suppressed:
@@ -65,9 +65,9 @@ def ref_nms(boxes, scores, iou_threshold, class_ids=None, top_k=None, max_det=No
     return kept
 
 
-def check(boxes, scores, iou_threshold, class_ids=None, top_k=None, max_det=None):
-    got = nms(boxes, scores, iou_threshold, class_ids=class_ids, top_k=top_k, max_det=max_det)
-    expected = ref_nms(boxes, scores, iou_threshold, class_ids=class_ids, top_k=top_k, max_det=max_det)
+def check(boxes, scores, iou, class_ids=None, top_k=None, max_det=None):
+    got = nms(boxes, scores, iou, class_ids=class_ids, top_k=top_k, max_det=max_det)
+    expected = ref_nms(boxes, scores, iou, class_ids=class_ids, top_k=top_k, max_det=max_det)
     assert isinstance(got, np.ndarray)
     assert got.dtype == np.int64 and got.ndim == 1
     assert got.tolist() == expected

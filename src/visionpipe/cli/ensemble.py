@@ -65,7 +65,9 @@ def tune(
     for name, scores in result.member_map.items():
         typer.echo(f"| {name} alone | {scores['choose']:.4f} | {scores['confirm']:.4f} |", err=True)
     chosen = result.summary()["chosen"]
-    label = f"ensemble ({chosen['method']}, weights {':'.join(f'{w:g}' for w in chosen['weights'])}, IoU {chosen['iou_threshold']:g})"
+    label = (
+        f"ensemble ({chosen['method']}, weights {':'.join(f'{w:g}' for w in chosen['weights'])}, IoU {chosen['iou']:g})"
+    )
     typer.echo(f"| {label} | {result.ensemble_map['choose']:.4f} | {result.ensemble_map['confirm']:.4f} |", err=True)
     typer.echo(
         f"| gain over the best member | {result.gain['choose']:+.4f} | {result.gain['confirm']:+.4f} |", err=True

@@ -123,7 +123,7 @@ def evaluate(
         summary["fusion"] = {
             "method": pipeline.fusion.method.value,
             "weights": pipeline.fusion.weights,
-            "iou": pipeline.fusion.iou_threshold,
+            "iou": pipeline.fusion.iou,
         }
         summary["members"] = {}
         for member in pipeline.members:

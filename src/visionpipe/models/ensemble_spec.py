@@ -9,9 +9,12 @@ Accepted wherever a model is (``--model ensemble.yaml``, ``Pipeline("ensemble.ya
         weight: 1
     fusion:                        # optional; each key overrides the default
       method: wbf                  # wbf, nms, soft-nms, nmw or vote
-      iou_threshold: 0.65
-      skip_box_threshold: 0.02
+      iou: 0.65                    # boxes overlapping above it are fused (--fusion-iou)
+      conf: 0.02                   # member boxes scoring below it are skipped
       conf_type: avg
+
+The fusion keys are ``FusionConfig``'s; the former ``iou_threshold`` and ``skip_box_threshold`` are
+refused with their new names.
 
 A file is an ensemble spec when it has ``members`` (a model spec has ``model``). Relative member
 paths are relative to the ensemble file. ``visionpipe ensemble tune`` writes these files.
@@ -30,6 +33,10 @@ from visionpipe.errors import SpecError
 SPEC_SUFFIXES = {".yaml", ".yml", ".json"}
 
 
+# Former fusion keys (ensemble-boxes' vocabulary) -> the house's, refused with the new name.
+FORMER_KEYS: dict[tuple[str, str], str] = {("fusion", "iou_threshold"): "iou", ("fusion", "skip_box_threshold"): "conf"}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -40,11 +47,11 @@ class MemberSpec(_Strict):
 
 
 class FusionSpec(_Strict):
-    """The keys of ``visionpipe.pipeline.FusionConfig`` (and of ``postprocess.fusion.fuse``)."""
+    """The keys of ``visionpipe.postprocess.ensemble.FusionConfig`` (and of ``postprocess.fusion.fuse``)."""
 
     method: str = "wbf"
-    iou_threshold: float | None = Field(None, ge=0, le=1)
-    skip_box_threshold: float | None = Field(None, ge=0, le=1)
+    iou: float | None = Field(None, ge=0, le=1)
+    conf: float | None = Field(None, ge=0, le=1)
     conf_type: str | None = None
     sigma: float | None = Field(None, gt=0)
     soft_threshold: float | None = Field(None, ge=0, le=1)
@@ -66,7 +73,11 @@ class EnsembleSpec(_Strict):
         return tuple(m.weight for m in self.members)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".") -> EnsembleSpec:
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".", source: str = "ensemble spec") -> EnsembleSpec:
+        """An ensemble from its mapping; ``source`` names it in errors (``from_file`` passes the file)."""
+        from visionpipe.models.spec import refuse_former_keys
+
+        refuse_former_keys(raw, FORMER_KEYS, source)
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
@@ -82,7 +93,7 @@ class EnsembleSpec(_Strict):
     def from_file(cls, path: str | Path) -> EnsembleSpec:
         path = Path(path)
         raw = read_mapping(path)
-        return cls.from_dict(raw, base_dir=path.parent)
+        return cls.from_dict(raw, base_dir=path.parent, source=f"ensemble spec {path}")
 
     def to_yaml(self) -> str:
         data: dict[str, Any] = {}

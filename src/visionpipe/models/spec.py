@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from visionpipe.errors import SpecError, VisionpipeError
 
@@ -50,8 +50,8 @@ class PreprocessSpec(_Strict):
 
 
 class ThresholdSpec(_Strict):
-    # ``score`` is its former name, still read; ``conf`` is what the CLI and Pipeline call it too
-    conf: float | None = Field(None, ge=0, le=1, validation_alias=AliasChoices("conf", "score"))
+    # the names of the CLI flags and Pipeline keywords: --conf/conf, --iou/iou, --max-det/max_det, ...
+    conf: float | None = Field(None, ge=0, le=1)
     iou: float | None = Field(None, ge=0, le=1)
     multi_label: bool | None = None
     agnostic: bool | None = None
@@ -101,14 +101,16 @@ class ModelSpec(_Strict):
         raw = read_spec_data(path)
         if not isinstance(raw, dict):
             raise SpecError(f"spec {path} must be a mapping with at least 'model'")
-        spec = cls.from_dict(raw, base_dir=path.parent)
+        spec = cls.from_dict(raw, base_dir=path.parent, source=f"spec {path}")
         spec._names_root = path.parent  # the names file it names must stay beside it
         return spec
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".") -> ModelSpec:
+    def from_dict(cls, raw: dict[str, Any], base_dir: str | Path = ".", source: str = "model spec") -> ModelSpec:
+        """A spec from its mapping; ``source`` names it in errors (``from_file`` passes the file)."""
         if _depth(raw) > MAX_SPEC_DEPTH:
             raise SpecError(f"invalid model spec: nested deeper than {MAX_SPEC_DEPTH} levels")
+        refuse_former_keys(raw, FORMER_KEYS, source)
         try:
             spec = cls.model_validate(raw)
         except ValidationError as exc:
@@ -134,6 +136,27 @@ class ModelSpec(_Strict):
                 raise SpecError(f"cannot read names file {self.names_file}: {exc.cause}") from None
             return tuple(line.strip() for line in lines if line.strip())
         return None
+
+
+# Keys renamed so that a setting has one name from CLI flag to spec key to keyword. A file that
+# still uses a former name is refused with the new one: reading it silently would keep two names
+# alive, and ignoring it would quietly run with a different threshold than the file asks for.
+FORMER_KEYS: dict[tuple[str, str], str] = {("thresholds", "score"): "conf"}
+
+
+def refuse_former_keys(raw: dict[str, Any], former: dict[tuple[str, str], str], source: str) -> None:
+    """Raise a one-line SpecError naming ``source``, the former key and its new name, when ``raw``
+    uses a key of ``former`` ((section, old key) -> new key).
+
+    Example::
+
+        refuse_former_keys({"thresholds": {"score": 0.3}}, FORMER_KEYS, "spec yolox.yaml")
+        # SpecError: spec yolox.yaml: 'thresholds.score' is now called 'thresholds.conf'; rename it
+    """
+    for (section, old), new in former.items():
+        part = raw.get(section)
+        if isinstance(part, dict) and old in part:
+            raise SpecError(f"{source}: '{section}.{old}' is now called '{section}.{new}'; rename it")
 
 
 def _confine(path: Path, folder: Path) -> None:

@@ -23,19 +23,24 @@ from visionpipe.postprocess.fusion import FusionMethod, fuse
 class FusionConfig:
     """How an ensemble's members are fused (see ``visionpipe.postprocess.fusion``).
 
-    The IoU and skip thresholds default to what scored best for YOLOX-Nano + NanoDet-m on the
+    ``iou``: boxes of a class overlapping above it are fused (``--fusion-iou`` on the command
+    line, ``fusion_iou`` to ``Pipeline``, ``fusion: {iou: ...}`` in an ensemble file); ``conf``:
+    member boxes scoring below it are skipped before fusing (``fusion: {conf: ...}``). The names are
+    the house's, not ensemble-boxes' (``iou_thr``, ``skip_box_thr``).
+
+    ``iou`` and ``conf`` default to what scored best for YOLOX-Nano + NanoDet-m on the
     128 COCO train2017 photos of the test assets (a grid over weights, IoU, skip threshold and
     confidence type), chosen there so that the val2017 figures stay an honest test.
 
     Example::
 
-        Pipeline(["yolox.yaml", "nanodet.yaml"], fusion=FusionConfig(method="wbf", weights=(3, 1), iou_threshold=0.6))
+        Pipeline(["yolox.yaml", "nanodet.yaml"], fusion=FusionConfig(method="wbf", weights=(3, 1), iou=0.6))
     """
 
     method: FusionMethod = FusionMethod.WBF
     weights: tuple[float, ...] | None = None
-    iou_threshold: float = 0.7
-    skip_box_threshold: float = 0.02
+    iou: float = 0.7
+    conf: float = 0.02
     conf_type: str = "avg"
     sigma: float = 0.5
     soft_threshold: float = 0.001
@@ -101,8 +106,8 @@ def fuse_members(
                     config.method,
                     image_hw=(height, width),
                     weights=weights,
-                    iou_threshold=config.iou_threshold,
-                    skip_box_threshold=config.skip_box_threshold,
+                    iou=config.iou,
+                    conf=config.conf,
                     conf_type=config.conf_type,
                     sigma=config.sigma,
                     soft_threshold=config.soft_threshold,

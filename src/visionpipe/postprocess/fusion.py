@@ -18,7 +18,9 @@ NumPy step ("rounds" of the r-th box of each class), which keeps the Python loop
 longest class instead of as long as the number of boxes.
 
 Arrays here are in normalised [0, 1] coordinates, as the method's clipping assumes; ``fuse``
-converts from and to pixels.
+converts from and to pixels. Settings carry visionpipe's names, not the package's: ``iou`` is its
+``iou_thr``, ``conf`` its ``skip_box_thr`` (boxes scoring below it are skipped), and soft-NMS's
+``soft_threshold``/``soft_method`` its ``thresh``/``method``.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _validate(
     return boxes, scores, labels, weights
 
 
-def _table(boxes_list, scores_list, labels_list, weights, skip_box_thr: float | None) -> _Boxes:
+def _table(boxes_list, scores_list, labels_list, weights, conf: float | None) -> _Boxes:
     """Concatenate models, order corners, clip to [0, 1], drop zero-area and low-score boxes."""
     keep_models = np.flatnonzero(weights > 0)
     boxes = [boxes_list[m] for m in keep_models]
@@ -123,8 +125,8 @@ def _table(boxes_list, scores_list, labels_list, weights, skip_box_thr: float | 
     m = np.concatenate(models) if models else np.zeros(0, np.int64)
     b = np.clip(np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], axis=1), 0.0, 1.0)
     keep = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) != 0.0
-    if skip_box_thr is not None:
-        keep &= s >= skip_box_thr
+    if conf is not None:
+        keep &= s >= conf
     return _Boxes(b[keep], s[keep], l[keep], m[keep], weights[keep_models])
 
 
@@ -142,11 +144,11 @@ def _suppression_table(boxes_list, scores_list, labels_list, weights) -> tuple[n
     return table.scores * table.weights[table.models] / table.weights.sum(), table
 
 
-def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.5) -> Fused:
+def nms_fusion(boxes_list, scores_list, labels_list, weights=None, iou: float = 0.5) -> Fused:
     """Class-aware greedy NMS over all models' boxes; given weights scale scores by weight / sum(weights)."""
     scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
     order = _reference_tie_order(scaled, table.labels)
-    keep = order[greedy_nms(table.boxes[order], scaled[order], iou_thr, class_ids=table.labels[order])]
+    keep = order[greedy_nms(table.boxes[order], scaled[order], iou, class_ids=table.labels[order])]
     ones = np.ones(len(keep), np.int64)
     return Fused(table.boxes[keep], scaled[keep], table.labels[keep], ones, ones)
 
@@ -171,17 +173,18 @@ def soft_nms_fusion(
     scores_list,
     labels_list,
     weights=None,
-    iou_thr: float = 0.5,
+    iou: float = 0.5,
     sigma: float = 0.5,
-    thresh: float = 0.001,
-    method: str = "gaussian",
+    soft_threshold: float = 0.001,
+    soft_method: str = "gaussian",
     rescore: bool = True,
 ) -> Fused:
     """Soft-NMS (Bodla et al., 2017) per class: overlapping boxes have their scores decayed —
-    ``linear``: by (1 - IoU) above ``iou_thr``; ``gaussian``: by exp(-IoU^2 / sigma) — and boxes
-    whose decayed score stays above ``thresh`` are kept."""
-    if method not in ("linear", "gaussian"):
-        raise FusionError(f"soft-NMS method must be 'linear' or 'gaussian', got {method!r}")
+    ``linear``: by (1 - IoU) above ``iou``; ``gaussian``: by exp(-IoU^2 / sigma) — and boxes
+    whose decayed score stays above ``soft_threshold`` are kept (the reference's ``thresh``;
+    ``soft_method`` is its ``method``)."""
+    if soft_method not in ("linear", "gaussian"):
+        raise FusionError(f"soft-NMS method must be 'linear' or 'gaussian', got {soft_method!r}")
     if sigma <= 0:
         raise FusionError("sigma must be positive")
     scaled, table = _suppression_table(boxes_list, scores_list, labels_list, weights)
@@ -189,7 +192,7 @@ def soft_nms_fusion(
     for label in np.unique(table.labels):
         members = np.flatnonzero(table.labels == label)
         kept, decayed = _soft_nms_one_class(
-            table.boxes[members], scaled[members].copy(), iou_thr, sigma, thresh, method
+            table.boxes[members], scaled[members].copy(), iou, sigma, soft_threshold, soft_method
         )
         out_index.append(members[kept])
         out_scores.append(decayed if rescore else scaled[members[kept]])
@@ -200,7 +203,7 @@ def soft_nms_fusion(
     return Fused(table.boxes[index], np.concatenate(out_scores), table.labels[index], ones, ones)
 
 
-def _soft_nms_one_class(boxes, scores, iou_thr, sigma, thresh, method) -> tuple[np.ndarray, np.ndarray]:
+def _soft_nms_one_class(boxes, scores, iou, sigma, thresh, method) -> tuple[np.ndarray, np.ndarray]:
     """Positions kept and their decayed scores. Each step moves the best remaining box to the front
     (swapping, so ties resolve as in the reference) and decays the rest by their overlap with it."""
     n = len(boxes)
@@ -219,7 +222,7 @@ def _soft_nms_one_class(boxes, scores, iou_thr, sigma, thresh, method) -> tuple[
         inter = w * h
         overlap = inter / (areas[i] + areas[rest] - inter)
         if method == "linear":
-            decay = np.where(overlap > iou_thr, 1.0 - overlap, 1.0)
+            decay = np.where(overlap > iou, 1.0 - overlap, 1.0)
         else:
             decay = np.exp(-(overlap * overlap) / sigma)
         scores[rest] = decay * scores[rest]
@@ -265,19 +268,19 @@ def weighted_boxes_fusion(
     scores_list,
     labels_list,
     weights=None,
-    iou_thr: float = 0.55,
-    skip_box_thr: float = 0.0,
+    iou: float = 0.55,
+    conf: float = 0.0,
     conf_type: str = "avg",
     allows_overflow: bool = False,
 ) -> Fused:
     """Weighted boxes fusion: each class's boxes, by descending weighted score, join the cluster
-    whose fused box they overlap most (IoU > ``iou_thr``) or start a new one; a cluster's box is
+    whose fused box they overlap most (IoU > ``iou``) or start a new one; a cluster's box is
     the score-weighted mean of its members and its score is rescaled by how many models agreed
     (``conf_type``: avg, max, box_and_model_avg, absent_model_aware_avg)."""
     if conf_type not in CONF_TYPES:
         raise FusionError(f"conf_type must be one of {CONF_TYPES}, got {conf_type!r}")
     boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
-    table = _table(boxes, scores, labels, weights, skip_box_thr)
+    table = _table(boxes, scores, labels, weights, conf)
     weighted = table.scores * table.weights[table.models]
     grid, class_labels = _rounds(table, weighted)
     n_classes, longest = grid.shape
@@ -309,10 +312,10 @@ def weighted_boxes_fusion(
         width = int(have.max())
         slot = row_base[:k] + have  # a new cluster's slot, unless the box joins one
         if width:
-            iou = _iou_to_clusters(fused[:k, :width], box)
-            iou[np.arange(width)[None, :] >= have[:, None]] = -1.0
-            best = iou.argmax(axis=1)
-            join = iou[np.arange(k), best] > iou_thr
+            overlap = _iou_to_clusters(fused[:k, :width], box)
+            overlap[np.arange(width)[None, :] >= have[:, None]] = -1.0
+            best = overlap.argmax(axis=1)
+            join = overlap[np.arange(k), best] > iou
             slot[join] = row_base[:k][join] + best[join]
         else:
             join = np.zeros(k, bool)
@@ -365,13 +368,13 @@ def weighted_boxes_fusion(
 
 
 def non_maximum_weighted(
-    boxes_list, scores_list, labels_list, weights=None, iou_thr: float = 0.55, skip_box_thr: float = 0.0
+    boxes_list, scores_list, labels_list, weights=None, iou: float = 0.55, conf: float = 0.0
 ) -> Fused:
     """Non-maximum weighted (Zhou et al., 2017): clusters form around each class's best boxes
-    (IoU > ``iou_thr`` with the cluster's first box); the fused box averages members weighted by
+    (IoU > ``iou`` with the cluster's first box); the fused box averages members weighted by
     score x IoU with that first box, and keeps its score. Weights are divided by the largest."""
     boxes, scores, labels, weights = _validate(boxes_list, scores_list, labels_list, weights)
-    table = _table(boxes, scores, labels, weights / weights.max(), skip_box_thr)
+    table = _table(boxes, scores, labels, weights / weights.max(), conf)
     weighted = table.scores * table.weights[table.models]
     grid, class_labels = _rounds(table, weighted)
     n_classes, longest = grid.shape
@@ -387,10 +390,10 @@ def non_maximum_weighted(
         width = int(clusters[rows].max())
         target = np.full(len(rows), -1)
         if width:
-            iou = _nmw_iou(table.boxes[heads[rows, :width]], table.boxes[index][:, None, :])
-            iou[np.arange(width)[None, :] >= clusters[rows, None]] = -1.0
-            best = iou.argmax(axis=1)
-            matched = iou[np.arange(len(rows)), best] > iou_thr
+            overlap = _nmw_iou(table.boxes[heads[rows, :width]], table.boxes[index][:, None, :])
+            overlap[np.arange(width)[None, :] >= clusters[rows, None]] = -1.0
+            best = overlap.argmax(axis=1)
+            matched = overlap[np.arange(len(rows)), best] > iou
             target[matched] = best[matched]
         start = target < 0
         target[start] = clusters[rows[start]]
@@ -459,14 +462,14 @@ def consensus_vote(
     scores_list,
     labels_list,
     weights=None,
-    iou_thr: float = 0.55,
-    skip_box_thr: float = 0.0,
+    iou: float = 0.55,
+    conf: float = 0.0,
     min_votes: int = 2,
 ) -> Fused:
     """Keep a fused box only where at least ``min_votes`` distinct models agree (WBF clusters)."""
     if min_votes < 1:
         raise FusionError("min_votes must be at least 1")
-    fused = weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights, iou_thr, skip_box_thr)
+    fused = weighted_boxes_fusion(boxes_list, scores_list, labels_list, weights, iou, conf)
     keep = fused.models >= min_votes
     return Fused(fused.boxes[keep], fused.scores[keep], fused.labels[keep], fused.models[keep], fused.members[keep])
 
@@ -481,7 +484,7 @@ def fuse_batch(function, images: Sequence[tuple[Sequence, Sequence, Sequence]], 
     (the same models, in the same order, for every image). Images are independent exactly as
     classes are, so each (image, class) pair becomes a class of one big call: the clustering steps
     then number the longest class of any image, not the sum over images. ``options`` are passed on
-    (weights, iou_thr, ...).
+    (weights, iou, ...).
     """
     if not images:
         return []
@@ -522,24 +525,23 @@ def fuse(
     members: Sequence[Detections],
     method: FusionMethod | str = FusionMethod.WBF,
     *,
-    image_hw: tuple[int, int] | None = None,
-    image_size: tuple[int, int] | None = None,
+    image_hw: tuple[int, int],
     weights: Sequence[float] | None = None,
-    iou_threshold: float = 0.55,
-    skip_box_threshold: float = 0.0,
+    iou: float = 0.55,
+    conf: float = 0.0,
     conf_type: str = "avg",
     sigma: float = 0.5,
     soft_threshold: float = 0.001,
     soft_method: str = "gaussian",
     min_votes: int = 2,
 ) -> Detections:
-    """Fuse per-model Detections of one image (pixel boxes) of ``image_hw`` = (height, width).
+    """Fuse per-model Detections of one image (pixel boxes) of ``image_hw`` = (height, width), the
+    order of NumPy shapes and of every size in visionpipe (see :mod:`visionpipe.geometry`).
 
-    Sizes are (height, width) everywhere in visionpipe, as NumPy shapes are; ``image_size`` =
-    (width, height) is the ensemble-boxes order, still accepted in its place.
-
-    All members must share class names (map them first: see ``align_classes``). The result keeps,
-    per box, ``data["models"]`` (distinct models that agreed) and ``data["members"]`` (boxes fused).
+    Boxes of the same class overlapping with IoU above ``iou`` are fused; boxes scoring below
+    ``conf`` are skipped first (WBF, NMW, vote). All members must share class names (map them
+    first: see ``align_classes``). The result keeps, per box, ``data["models"]`` (distinct models
+    that agreed) and ``data["members"]`` (boxes fused).
 
     Example::
 
@@ -551,23 +553,21 @@ def fuse(
     names = members[0].class_names
     if any(m.class_names != names for m in members):
         raise FusionError("members have different class lists; align them by name first")
-    if (image_hw is None) == (image_size is None):
-        raise FusionError("give the image's size once: image_hw=(height, width) or image_size=(width, height)")
-    height, width = image_hw if image_hw is not None else (image_size[1], image_size[0])  # type: ignore[index]
+    height, width = image_hw
     scale = np.array([width, height, width, height], dtype=np.float64)
     boxes = [m.xyxy.astype(np.float64) / scale for m in members]
     scores = [m.confidence for m in members]
     labels = [m.class_id for m in members]
     if method is FusionMethod.NMS:
-        out = nms_fusion(boxes, scores, labels, weights, iou_threshold)
+        out = nms_fusion(boxes, scores, labels, weights, iou)
     elif method is FusionMethod.SOFT_NMS:
-        out = soft_nms_fusion(boxes, scores, labels, weights, iou_threshold, sigma, soft_threshold, soft_method)
+        out = soft_nms_fusion(boxes, scores, labels, weights, iou, sigma, soft_threshold, soft_method)
     elif method is FusionMethod.WBF:
-        out = weighted_boxes_fusion(boxes, scores, labels, weights, iou_threshold, skip_box_threshold, conf_type)
+        out = weighted_boxes_fusion(boxes, scores, labels, weights, iou, conf, conf_type)
     elif method is FusionMethod.NMW:
-        out = non_maximum_weighted(boxes, scores, labels, weights, iou_threshold, skip_box_threshold)
+        out = non_maximum_weighted(boxes, scores, labels, weights, iou, conf)
     else:
-        out = consensus_vote(boxes, scores, labels, weights, iou_threshold, skip_box_threshold, min_votes)
+        out = consensus_vote(boxes, scores, labels, weights, iou, conf, min_votes)
     return Detections(
         xyxy=out.boxes * scale,
         confidence=out.scores,

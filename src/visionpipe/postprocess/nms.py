@@ -30,12 +30,13 @@ _PAIRS_PER_CHUNK = 1 << 21
 def nms(
     boxes: np.ndarray,
     scores: np.ndarray,
-    iou_threshold: float,
+    iou: float,
     class_ids: np.ndarray | None = None,
     top_k: int | None = None,
     max_det: int | None = None,
 ) -> np.ndarray:
-    """Indices of the boxes to keep, in descending score order.
+    """Indices of the boxes to keep, in descending score order; a box overlapping a kept one with
+    IoU above ``iou`` is suppressed.
 
     ``class_ids`` makes it class-aware (boxes of different classes never suppress each other);
     ``top_k`` keeps only the best-scoring candidates before suppression and ``max_det`` caps the
@@ -62,16 +63,14 @@ def nms(
 
     ranked = boxes[order].astype(np.float64, copy=False)
     classes = None if class_ids is None else np.asarray(class_ids)[order]
-    first, second = _suppressing_pairs(ranked, classes, iou_threshold)
+    first, second = _suppressing_pairs(ranked, classes, iou)
     kept = _settle(len(order), first, second)
     if max_det is not None:
         kept = kept[:max_det]
     return order[kept].astype(np.int64)
 
 
-def _suppressing_pairs(
-    boxes: np.ndarray, classes: np.ndarray | None, iou_threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _suppressing_pairs(boxes: np.ndarray, classes: np.ndarray | None, iou: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i, j), i < j in score rank, of the same class with IoU above the threshold."""
     n = len(boxes)
     group = np.zeros(n, np.int64) if classes is None else np.unique(classes, return_inverse=True)[1].ravel()
@@ -93,7 +92,7 @@ def _suppressing_pairs(
             np.minimum(ordered[a, 3], ordered[b, 3]) > np.maximum(ordered[a, 1], ordered[b, 1])
         )
         a, b = sweep[a[touching]], sweep[b[touching]]  # back to score-rank positions
-        over = _iou_pairs(boxes[a], boxes[b]) > iou_threshold
+        over = _iou_pairs(boxes[a], boxes[b]) > iou
         firsts.append(np.minimum(a[over], b[over]))
         seconds.append(np.maximum(a[over], b[over]))
     return np.concatenate(firsts), np.concatenate(seconds)

@@ -24,72 +24,45 @@ from visionpipe.models.backend import TensorInfo
 from visionpipe.preprocess import ChannelOrder, PadAnchor, PreprocessConfig, ResizeMode
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class DecodeParams:
     """Thresholds applied when turning raw outputs into detections, named as everywhere else (the
     ``Pipeline`` keywords, the CLI flags, the spec's ``thresholds``): ``conf``, ``iou``, ...
 
     ``classes`` keeps only those class ids; ``top_k`` keeps the best candidates before NMS and
     ``max_det`` caps the detections after it; ``multi_label`` keeps every (box, class) pair above
-    the threshold instead of only the best class of each box. The former keywords
-    ``score_threshold`` and ``iou_threshold`` are still accepted (and readable) as aliases.
+    the threshold instead of only the best class of each box.
 
     Example::
 
         DecodeParams(conf=0.3, iou=0.5, max_det=100)
     """
 
-    conf: float
-    iou: float
-    multi_label: bool
-    agnostic: bool
-    classes: tuple[int, ...] | None
-    top_k: int | None
-    max_det: int
+    conf: float = 0.25
+    iou: float = 0.45
+    multi_label: bool = False
+    agnostic: bool = False
+    classes: tuple[int, ...] | None = None
+    top_k: int | None = 1000
+    max_det: int = 300
 
-    def __init__(
-        self,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        multi_label: bool = False,
-        agnostic: bool = False,
-        classes: tuple[int, ...] | None = None,
-        top_k: int | None = 1000,
-        max_det: int = 300,
-        *,
-        score_threshold: float | None = None,
-        iou_threshold: float | None = None,
-    ) -> None:
-        # the aliases win: dataclasses.replace(params, score_threshold=x) passes the current conf too
-        conf = conf if score_threshold is None else score_threshold
-        iou = iou if iou_threshold is None else iou_threshold
-        if not 0.0 <= conf <= 1.0:
-            raise ValueError(f"conf must be in [0, 1], got {conf}")
-        if not 0.0 <= iou <= 1.0:
-            raise ValueError(f"iou must be in [0, 1], got {iou}")
-        if max_det < 0 or (top_k is not None and top_k < 0):
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf <= 1.0:
+            raise ValueError(f"conf must be in [0, 1], got {self.conf}")
+        if not 0.0 <= self.iou <= 1.0:
+            raise ValueError(f"iou must be in [0, 1], got {self.iou}")
+        if self.max_det < 0 or (self.top_k is not None and self.top_k < 0):
             raise ValueError("top_k and max_det must not be negative")
-        values = {
-            "conf": float(conf),
-            "iou": float(iou),
-            "multi_label": bool(multi_label),
-            "agnostic": bool(agnostic),
-            "classes": None if classes is None else tuple(int(c) for c in classes),
-            "top_k": top_k,
-            "max_det": max_det,
+        # stored as plain Python values, so params compare and hash alike however they were given
+        normal = {
+            "conf": float(self.conf),
+            "iou": float(self.iou),
+            "multi_label": bool(self.multi_label),
+            "agnostic": bool(self.agnostic),
+            "classes": None if self.classes is None else tuple(int(c) for c in self.classes),
         }
-        for name, value in values.items():
+        for name, value in normal.items():
             object.__setattr__(self, name, value)
-
-    @property
-    def score_threshold(self) -> float:
-        """Former name of :attr:`conf`."""
-        return self.conf
-
-    @property
-    def iou_threshold(self) -> float:
-        """Former name of :attr:`iou`."""
-        return self.iou
 
 
 @dataclass(frozen=True)
