@@ -145,7 +145,7 @@ def test_fiftyone_fields_are_relative_top_left_width_height(tracked):
 def test_to_fiftyone_without_fiftyone_names_the_extra(tracked, monkeypatch):
     monkeypatch.setitem(sys.modules, "fiftyone", None)  # as if not installed, whatever the machine has
     with pytest.raises(MissingExtraError, match="fiftyone"):
-        tracked.to_fiftyone(400, 250)
+        tracked.to_fiftyone(width=400, height=250)
 
 
 # -- Pipeline inputs, plot, annotate ------------------------------------------------------------------

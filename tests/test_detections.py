@@ -164,7 +164,7 @@ def test_empty_behaves_normally():
     _assert_empty(dets[dets.confidence > 0.5], NAMES)
     assert dets.to_coco(image_id=1) == []
     assert dets.to_coco(image_id=1, category_ids=[1, 2, 3]) == []
-    assert dets.to_yolo(100, 100).shape == (0, 5)
+    assert dets.to_yolo(width=100, height=100).shape == (0, 5)
     assert dets.names == []
     assert dets.area.shape == (0,)
     assert dets == Detections.empty(NAMES)
@@ -455,9 +455,18 @@ def test_from_yolo_hand_computed_labels_and_predictions():
     np.testing.assert_array_equal(preds.confidence, np.float32([0.5, 0.25, 1.0]))
 
 
+def test_yolo_width_and_height_by_name_only():
+    with pytest.raises(TypeError):
+        _yolo_dets().to_yolo(200, 100)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Detections.from_yolo(YOLO_ROWS, 200, 100)  # type: ignore[misc]
+
+
 def test_yolo_round_trip():
     dets = _yolo_dets()
-    back = Detections.from_yolo(dets.to_yolo(200, 100, with_confidence=True), 200, 100, class_names=NAMES)
+    back = Detections.from_yolo(
+        dets.to_yolo(width=200, height=100, with_confidence=True), width=200, height=100, class_names=NAMES
+    )
     np.testing.assert_allclose(back.xyxy, dets.xyxy, atol=1e-4)
     np.testing.assert_array_equal(back.confidence, dets.confidence)
     np.testing.assert_array_equal(back.class_id, dets.class_id)
@@ -469,30 +478,32 @@ def test_yolo_round_trip_random():
     xy = rng.uniform(0, 300, size=(20, 2))
     wh = rng.uniform(0, 120, size=(20, 2))
     dets = Detections(np.c_[xy, xy + wh], rng.uniform(0, 1, 20), rng.integers(0, 3, 20), class_names=NAMES)
-    back = Detections.from_yolo(dets.to_yolo(w, h, with_confidence=True), w, h, class_names=NAMES)
+    back = Detections.from_yolo(
+        dets.to_yolo(width=w, height=h, with_confidence=True), width=w, height=h, class_names=NAMES
+    )
     np.testing.assert_allclose(back.xyxy, dets.xyxy, atol=1e-3)
     np.testing.assert_array_equal(back.class_id, dets.class_id)
     np.testing.assert_array_equal(back.confidence, dets.confidence)
 
 
 def test_from_yolo_empty():
-    _assert_empty(Detections.from_yolo(np.zeros((0, 5)), 10, 10, class_names=NAMES), NAMES)
+    _assert_empty(Detections.from_yolo(np.zeros((0, 5)), width=10, height=10, class_names=NAMES), NAMES)
 
 
 @pytest.mark.parametrize("columns", [4, 7, 1])
 def test_from_yolo_bad_column_count_raises(columns):
     with pytest.raises(DetectionsError):
-        Detections.from_yolo(np.full((2, columns), 0.5), 100, 100)
+        Detections.from_yolo(np.full((2, columns), 0.5), width=100, height=100)
 
 
 def test_from_yolo_3d_rows_raise():
     with pytest.raises(DetectionsError):
-        Detections.from_yolo(np.full((2, 5, 1), 0.5), 100, 100)
+        Detections.from_yolo(np.full((2, 5, 1), 0.5), width=100, height=100)
 
 
 def test_from_yolo_non_integral_class_raises():
     with pytest.raises(DetectionsError):
-        Detections.from_yolo(np.array([[0.5, 0.5, 0.5, 0.2, 0.2]]), 100, 100)
+        Detections.from_yolo(np.array([[0.5, 0.5, 0.5, 0.2, 0.2]]), width=100, height=100)
 
 
 def test_to_records_is_what_image_and_video_json_outputs_both_write():

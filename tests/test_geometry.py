@@ -187,15 +187,21 @@ def test_box_iou_float32_stays_float32():
 def test_clip_boxes_hand_computed():
     boxes = np.array([[-5.0, -3.0, 15.0, 25.0], [2.0, 3.0, 4.0, 5.0], [12.0, 22.0, 30.0, 40.0], [-9.0, 1.0, -1.0, 2.0]])
     original = boxes.copy()
-    out = clip_boxes(boxes, 10, 20)
+    out = clip_boxes(boxes, width=10, height=20)
     expected = np.array([[0, 0, 10, 20], [2, 3, 4, 5], [10, 20, 10, 20], [0, 1, 0, 2]], np.float64)
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(boxes, original)  # returns a new array
     assert out is not boxes
 
 
+def test_clip_boxes_takes_width_and_height_by_name_only():
+    # a positional pair could be (height, width) as sizes are elsewhere, or (width, height): refused
+    with pytest.raises(TypeError):
+        clip_boxes(np.zeros((1, 4)), 10, 20)  # type: ignore[misc]
+
+
 def test_clip_boxes_float_limits():
-    out = clip_boxes(np.array([[-1.0, -1.0, 100.0, 100.0]], np.float32), 10.5, 7.25)
+    out = clip_boxes(np.array([[-1.0, -1.0, 100.0, 100.0]], np.float32), width=10.5, height=7.25)
     np.testing.assert_array_equal(out, [[0, 0, 10.5, 7.25]])
     assert out.dtype == np.float32
 
@@ -237,7 +243,7 @@ BAD_SHAPES = [(4,), (3, 3), (2, 5), (2, 4, 1), ()]
         xyxy_to_cxcywh,
         cxcywh_to_xyxy,
         box_area,
-        lambda b: clip_boxes(b, 10, 10),
+        lambda b: clip_boxes(b, width=10, height=10),
         lambda b: scale_boxes(b, 1.0, 1.0),
         lambda b: box_iou(b, np.zeros((1, 4))),
         lambda b: box_iou(np.zeros((1, 4)), b),
@@ -257,4 +263,6 @@ def test_integer_boxes_are_promoted_not_truncated():
     # half of (10, 10, 20, 20) is (5, 5, 10, 10); an integer result would floor fractional scales
     np.testing.assert_array_equal(scale_boxes(np.array([[10, 10, 20, 20]]), 0.5, 0.5), [[5.0, 5.0, 10.0, 10.0]])
     np.testing.assert_array_equal(scale_boxes(np.array([[3, 3, 5, 5]]), 0.5, 0.5), [[1.5, 1.5, 2.5, 2.5]])
-    np.testing.assert_array_equal(clip_boxes(np.array([[10, 10, 20, 20]]), 15.5, 12.5), [[10.0, 10.0, 15.5, 12.5]])
+    np.testing.assert_array_equal(
+        clip_boxes(np.array([[10, 10, 20, 20]]), width=15.5, height=12.5), [[10.0, 10.0, 15.5, 12.5]]
+    )

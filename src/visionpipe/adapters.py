@@ -140,7 +140,7 @@ def to_pandas(detections: Detections) -> Any:
     return pd.DataFrame(columns)
 
 
-def fiftyone_fields(detections: Detections, width: int, height: int) -> list[dict[str, Any]]:
+def fiftyone_fields(detections: Detections, *, width: int, height: int) -> list[dict[str, Any]]:
     """The keyword arguments of one ``fiftyone.Detection`` per box: ``label``, ``confidence``,
     ``bounding_box`` as FiftyOne stores it ([x, y, w, h] of the top-left corner, relative to the
     image size), and ``index`` (the track id) when tracked."""
@@ -158,14 +158,16 @@ def fiftyone_fields(detections: Detections, width: int, height: int) -> list[dic
     return fields
 
 
-def to_fiftyone(detections: Detections, width: int, height: int) -> Any:
+def to_fiftyone(detections: Detections, *, width: int, height: int) -> Any:
     """A ``fiftyone.Detections`` label for a sample of an image ``width`` x ``height`` pixels
     (``pip install fiftyone``)."""
     try:
         import fiftyone as fo
     except ImportError:
         raise MissingExtraError("fiftyone", "fiftyone", "Detections.to_fiftyone") from None
-    return fo.Detections(detections=[fo.Detection(**f) for f in fiftyone_fields(detections, width, height)])
+    return fo.Detections(
+        detections=[fo.Detection(**f) for f in fiftyone_fields(detections, width=width, height=height)]
+    )
 
 
 __all__ = [

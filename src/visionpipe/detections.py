@@ -265,8 +265,14 @@ class Detections:
             class_names=tuple(class_names),
         )
 
-    def to_yolo(self, width: int, height: int, with_confidence: bool = False) -> np.ndarray:
-        """Rows ``class cx cy w h [confidence]`` normalised to the image size, as YOLO txt files hold."""
+    def to_yolo(self, *, width: int, height: int, with_confidence: bool = False) -> np.ndarray:
+        """Rows ``class cx cy w h [confidence]`` normalised to the image size, as YOLO txt files hold
+        (``width`` and ``height`` by name: a positional pair could be read in either order).
+
+        Example::
+
+            rows = dets.to_yolo(width=640, height=480)
+        """
         cxcywh = xyxy_to_cxcywh(self.xyxy.astype(np.float64)) / np.array([width, height, width, height])
         columns = [self.class_id[:, None].astype(np.float64), cxcywh]
         if with_confidence:
@@ -274,8 +280,13 @@ class Detections:
         return np.concatenate(columns, axis=1)
 
     @classmethod
-    def from_yolo(cls, rows: np.ndarray, width: int, height: int, class_names: Sequence[str] = ()) -> Detections:
-        """Inverse of :meth:`to_yolo`; rows have 5 columns (labels) or 6 (predictions with confidence)."""
+    def from_yolo(cls, rows: np.ndarray, *, width: int, height: int, class_names: Sequence[str] = ()) -> Detections:
+        """Inverse of :meth:`to_yolo`; rows have 5 columns (labels) or 6 (predictions with confidence).
+
+        Example::
+
+            dets = Detections.from_yolo(rows, width=640, height=480, class_names=names)
+        """
         rows = np.asarray(rows, dtype=np.float64)
         if rows.size == 0:
             return cls.empty(class_names)
@@ -318,8 +329,8 @@ class Detections:
 
         return to_pandas(self)
 
-    def to_fiftyone(self, width: int, height: int) -> Any:
+    def to_fiftyone(self, *, width: int, height: int) -> Any:
         """A ``fiftyone.Detections`` label for an image of ``width`` x ``height`` pixels."""
         from visionpipe.adapters import to_fiftyone
 
-        return to_fiftyone(self, width, height)
+        return to_fiftyone(self, width=width, height=height)

@@ -1,4 +1,18 @@
-"""Pure NumPy box geometry. Boxes are float arrays of shape (N, 4); nothing here allocates per box."""
+"""Pure NumPy box geometry. Boxes are float arrays of shape (N, 4); nothing here allocates per box.
+
+Sizes: one convention in all of visionpipe. A size held as one pair is **(height, width)** —
+``Result.image_size``, ``input_size`` (spec key, ``Pipeline`` keyword, ``--input-size 480,640``),
+``fuse(image_hw=...)``, ``declared_size()``, the deployment manifest's ``input_size``. That is the
+order of NumPy shapes: ``image.shape[:2]`` is (height, width) for every image OpenCV, Pillow-to-NumPy
+or a video decoder hands over, so a size can be taken from an array and compared with one without
+reordering, and a model input (N, C, H, W) reads the same way. Ultralytics' ``imgsz`` pair and
+ONNX/TensorRT input shapes are (height, width) too. The width-first APIs (OpenCV's ``cv2.resize``
+``dsize``, ensemble-boxes, FiftyOne's relative boxes) are called at their edges only.
+
+Where width and height travel as two numbers they are keyword-only (``clip_boxes(b, width=640,
+height=480)``, ``Detections.to_yolo(width=..., height=...)``): a positional pair could be read in
+either order, a named one cannot. Boxes themselves are (x1, y1, x2, y2): x along the width.
+"""
 
 from __future__ import annotations
 
@@ -66,8 +80,13 @@ def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     return iou.astype(np.result_type(a.dtype, b.dtype, np.float32), copy=False)
 
 
-def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Clip boxes to the image rectangle [0, width] x [0, height]; returns a new array."""
+def clip_boxes(boxes: np.ndarray, *, width: float, height: float) -> np.ndarray:
+    """Clip boxes to the image rectangle [0, width] x [0, height]; returns a new array.
+
+    Example::
+
+        clip_boxes(boxes, width=640, height=480)   # or: height, width = image.shape[:2]
+    """
     boxes = _as_boxes(boxes)
     out = np.empty_like(boxes)
     np.clip(boxes[:, 0::2], 0, width, out=out[:, 0::2])

@@ -108,7 +108,7 @@ class BoxTransform:
             -self.offset_x / self.scale_x,
             -self.offset_y / self.scale_y,
         )
-        return clip_boxes(out, self.original_width, self.original_height) if clip else out
+        return clip_boxes(out, width=self.original_width, height=self.original_height) if clip else out
 
     def points_to_original(self, points: np.ndarray, clip: bool = True) -> np.ndarray:
         """Map (..., 2) input-pixel points (e.g. polygons) to the original image."""

@@ -282,7 +282,7 @@ def test_package_readers_read_the_cli_outputs_back(detect_out, ground_truth, cla
     assert_same_detections(reference, convert(read_csv(detect_out / "detections.csv")), "read_csv")
     yolo = {
         img["file_name"]: read_yolo(
-            detect_out / "labels" / f"{Path(img['file_name']).stem}.txt", img["width"], img["height"]
+            detect_out / "labels" / f"{Path(img['file_name']).stem}.txt", width=img["width"], height=img["height"]
         )
         for img in ground_truth["images"]
     }

@@ -182,14 +182,14 @@ def test_yolo_round_trip(tmp_path, results):
     with writer:
         for r in results:
             writer.write(r)
-    a = read_yolo(folder / "a.txt", 640, 480, NAMES)
+    a = read_yolo(folder / "a.txt", width=640, height=480, class_names=NAMES)
     # normalised to 6 decimals: at most 0.5e-6 * 640 px per coordinate value (two values per corner)
     assert_same_boxes(a, results[0].detections, 2 * 0.5e-6 * 640 + 1e-4, 0.000005 + 1e-7)
-    b = read_yolo(folder / "b, with comma.txt", 200, 100, NAMES)
+    b = read_yolo(folder / "b, with comma.txt", width=200, height=100, class_names=NAMES)
     assert_same_boxes(b, results[2].detections, 2 * 0.5e-6 * 200 + 1e-4, 0.000005 + 1e-7)
     assert not (folder / "missing.txt").exists() and not (folder / "weird.txt").exists()
     if (folder / "empty.txt").exists():
-        assert len(read_yolo(folder / "empty.txt", 300, 300)) == 0
+        assert len(read_yolo(folder / "empty.txt", width=300, height=300)) == 0
 
 
 @pytest.mark.parametrize("save_conf", [False, True])

@@ -118,12 +118,13 @@ FORMATS = [".jpg", ".png", ".bmp", ".tif", ".webp", ".ppm", ".pam", ".pfm", ".ra
 
 @pytest.mark.parametrize("ext", FORMATS)
 def test_each_format_opencv_writes_has_its_size_read_from_the_header(ext):
-    assert declared_size(encoded(ext, 64, 48)) == (64, 48)
+    # (height, width), as the decoded array's shape: 64 wide, 48 high
+    assert declared_size(encoded(ext, 64, 48)) == (48, 64)
     assert decode_image(encoded(ext, 64, 48)).shape == (48, 64, 3)
 
 
 def test_avif_size_is_read_from_its_ispe_box():
-    assert declared_size(encoded(".avif", 64, 48)) == (64, 48)
+    assert declared_size(encoded(".avif", 64, 48)) == (48, 64)
 
 
 def _edit(data: bytes, at: int, fmt: str, *values: int) -> bytes:

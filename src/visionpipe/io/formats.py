@@ -344,7 +344,7 @@ class YoloWriter(ResultWriter):
         if result.detections is None or result.image_size is None:
             return
         height, width = result.image_size
-        rows = result.detections.to_yolo(width, height, with_confidence=self.save_conf)
+        rows = result.detections.to_yolo(width=width, height=height, with_confidence=self.save_conf)
         # boxes are clipped to the image; rounding must not push a coordinate past 1 either
         np.clip(rows[:, 1:5], 0.0, 1.0, out=rows[:, 1:5])
         if self.save_conf:
@@ -455,7 +455,8 @@ def read_csv(path: str | os.PathLike, class_names: Sequence[str] = ()) -> dict[s
     return out
 
 
-def read_yolo(path: str | os.PathLike, width: int, height: int, class_names: Sequence[str] = ()) -> Detections:
+def read_yolo(path: str | os.PathLike, *, width: int, height: int, class_names: Sequence[str] = ()) -> Detections:
+    """One YOLO txt file (5 or 6 columns) of an image ``width`` x ``height`` pixels as Detections."""
     text = Path(path).read_text(encoding="utf-8")
     rows = np.loadtxt(io.StringIO(text), ndmin=2) if text.strip() else np.zeros((0, 6))
-    return Detections.from_yolo(rows, width, height, class_names)
+    return Detections.from_yolo(rows, width=width, height=height, class_names=class_names)

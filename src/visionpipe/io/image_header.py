@@ -7,7 +7,8 @@ and OpenCV's own cap is fixed when it is imported, so the size is parsed here fo
 OpenCV decodes, walking the structure the way the native decoder does. Where a format allows
 several declarations (frames, tiles, thumbnails, grid cells), the largest counts.
 
-:func:`declared_size` returns ``(width, height)``; it raises :class:`HeaderError` when a recognised
+:func:`declared_size` returns ``(height, width)``, the order of every size in visionpipe (see
+:mod:`visionpipe.geometry`; the parsers below read the formats' own width-first order); it raises :class:`HeaderError` when a recognised
 format's header gives no size, and returns None for data of no format OpenCV decodes.
 """
 
@@ -20,7 +21,12 @@ from visionpipe.errors import HeaderError
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:
-    """``(width, height)`` declared by the header (the largest declaration), or None if no known format."""
+    """``(height, width)`` declared by the header (the largest declaration), or None if no known format.
+
+    Example::
+
+        declared_size(cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))[1].tobytes())  # (48, 64)
+    """
     for accepts, parse in _PARSERS:
         if accepts(data):
             try:
@@ -31,7 +37,8 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
                 raise HeaderError("the header ends early or is malformed") from None
             if size is None:
                 raise HeaderError("the header declares no image size")
-            return size
+            width, height = size
+            return height, width
     return None
 
 

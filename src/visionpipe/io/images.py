@@ -128,7 +128,7 @@ def _check_header(data: bytes, name: str, limits: DecodeLimits) -> None:
         raise ImageDecodeError(name, f"unreadable image header ({exc})") from None
     if size is None:
         raise ImageDecodeError(name, "not a decodable image (unrecognised format)")
-    width, height = size
+    height, width = size
     if width * height > limits.max_pixels:
         raise ImageDecodeError(
             name,

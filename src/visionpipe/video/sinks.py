@@ -158,13 +158,13 @@ class _OpenCvWriter:
     def __init__(self, path: Path, fps: float, width: int, height: int, codec: str) -> None:
         import cv2
 
-        self.size = (width, height)
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, self.size)
+        self.frame_wh = (width, height)  # width first: OpenCV's frameSize and dsize order
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, self.frame_wh)
         if not self.writer.isOpened():
             raise OSError(f"OpenCV cannot write {path} with codec {codec!r}")
 
     def write(self, image: np.ndarray) -> None:
-        self.writer.write(_fit(image, self.size))
+        self.writer.write(_fit(image, self.frame_wh))
 
     def close(self) -> None:
         self.writer.release()
@@ -178,16 +178,16 @@ class _PyAvWriter:
 
         import av
 
-        self.size = (width - width % 2, height - height % 2)  # H.264 wants even sizes
+        self.frame_wh = (width - width % 2, height - height % 2)  # H.264 wants even sides; OpenCV's order
         self.container = av.open(str(path), mode="w")
         self.stream = self.container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        self.stream.width, self.stream.height = self.size
+        self.stream.width, self.stream.height = self.frame_wh
         self.stream.pix_fmt = "yuv420p"
 
     def write(self, image: np.ndarray) -> None:
         import av
 
-        frame = av.VideoFrame.from_ndarray(_fit(image, self.size), format="bgr24")
+        frame = av.VideoFrame.from_ndarray(_fit(image, self.frame_wh), format="bgr24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
 
@@ -197,10 +197,10 @@ class _PyAvWriter:
         self.container.close()
 
 
-def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The frame at the writer's size (frames are all one size; H.264 needs even sides)."""
-    if (image.shape[1], image.shape[0]) == size:
+def _fit(image: np.ndarray, frame_wh: tuple[int, int]) -> np.ndarray:
+    """The frame at the writer's (width, height) (frames are all one size; H.264 needs even sides)."""
+    if (image.shape[1], image.shape[0]) == frame_wh:
         return image
     import cv2
 
-    return cv2.resize(image, size)
+    return cv2.resize(image, frame_wh)

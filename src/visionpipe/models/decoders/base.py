@@ -74,7 +74,7 @@ class FamilyPreset:
     # The classes the family's published weights detect, used when neither spec nor metadata names them.
     class_names: tuple[str, ...] = ()
     # For models with a dynamic input size, when neither spec nor metadata fixes one.
-    input_size: tuple[int, int] | None = None
+    input_size: tuple[int, int] | None = None  # (height, width)
 
 
 # How Ultralytics exports are fed (YOLOv5, YOLOv8/YOLO11, YOLOv10/YOLO26 end-to-end).
