@@ -68,3 +68,30 @@ def test_prediction_features_by_hand():
     assert F.class_counts(dets) == {"person": 1, "car": 1}
     empty = F.prediction_features(dets[np.zeros(2, bool)], (100, 200))
     assert empty["empty"] == 1 and np.isnan(empty["confidence_mean"])
+
+
+def test_opencv_statistics_equal_their_numpy_definitions():
+    """The OpenCV shortcuts compute the textbook formulas (checked on a non-square noisy image)."""
+    rng = np.random.default_rng(2)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8), (0, 0), 1.0)
+    image[:40] = 0
+    image[-30:, :100] = 255
+    values = F.image_features(image)
+
+    gray = cv2.cvtColor(F.downscale(image), cv2.COLOR_BGR2GRAY)
+    assert values["dark_share"] == pytest.approx(np.mean(gray <= F.DARK_LEVEL), abs=1e-12)
+    assert values["bright_share"] == pytest.approx(np.mean(gray >= F.BRIGHT_LEVEL), abs=1e-12)
+    assert values["brightness"] == pytest.approx(gray.mean(), rel=1e-9)
+
+    tiny = F.downscale(image)[::2, ::2].astype(np.float64)
+    b, g, r = tiny[..., 0], tiny[..., 1], tiny[..., 2]
+    rg, yb = r - g, (r + g) / 2 - b
+    expected = np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    assert values["colourfulness"] == pytest.approx(expected, rel=1e-6)
+
+    rows = image[:: F.ROW_STEP, :, 1].astype(np.int64)
+    steps = np.abs(np.diff(rows, axis=1))
+    at_border = np.arange(steps.shape[1]) % 8 == 7
+    assert values["blockiness"] == pytest.approx(steps[:, at_border].mean() / steps[:, ~at_border].mean(), rel=1e-9)
+    second = np.abs(rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:])
+    assert values["noise"] == pytest.approx(second.mean(), rel=1e-9)
