@@ -3,7 +3,9 @@
 One model (NanoDet-m 320, the cheapest of the assets) on the 64 val2017 dev photos, scored by
 pycocotools: ONNX Runtime's figure is computed once per module and each runtime must land within
 0.002 of it. The OpenVINO IR is the one ``to_openvino`` writes (with its sidecar spec); the
-TorchScript model is made from the same ONNX file with onnx2torch and ``torch.jit.trace``.
+TorchScript model is made from the same ONNX file with onnx2torch and ``torch.jit.trace``; the NCNN
+model is the one ``to_ncnn`` writes with pnnx (NanoDet-m, and YOLOX-Nano, whose Focus stem of
+strided slices NCNN has no layer for until ``to_ncnn`` rewrites it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from visionpipe.evaluation import evaluate_coco
 from visionpipe.models.backends import RUNTIMES, open_backend, register_runtime, runtime_for
 
 MODEL = "models/nanodet_m_320_coco.onnx"
+YOLOX = "models/yolox_nano_416_coco.onnx"
 GT = "coco/annotations/instances_val2017_dev64.json"
 TOLERANCE = 0.002
 
@@ -64,6 +67,46 @@ def test_openvino_runs_an_onnx_file_named_by_the_spec(asset, onnxruntime_map):
     map_50_95, _, runtime = score({"model": asset(MODEL), "family": "nanodet", "runtime": "openvino"}, asset)
     assert runtime == ["openvino"]
     assert map_50_95 == pytest.approx(onnxruntime_map[0], abs=TOLERANCE)
+
+
+def _ncnn_copy(asset, tmp_path, model: str, family: str):
+    """The model converted by ``to_ncnn`` from a copy with a sidecar spec (so its spec is written too)."""
+    from visionpipe.optimize.export import to_ncnn
+
+    source = tmp_path / "source.onnx"
+    source.write_bytes(asset(model).read_bytes())
+    (tmp_path / "source.yaml").write_text(f"model: source.onnx\nfamily: {family}\n")
+    written = to_ncnn(source, tmp_path / "ncnn")
+    assert written.spec_path is not None and written.spec_path.is_file()
+    assert written.path.name == "source.ncnn.param" and written.bin_path.is_file()
+    return written
+
+
+@pytest.mark.real
+def test_ncnn_runs_the_model_that_to_ncnn_writes_at_onnxruntime_map(asset, tmp_path, onnxruntime_map):
+    written = _ncnn_copy(asset, tmp_path, MODEL, "nanodet")
+    backend = open_backend(written.path)
+    assert backend.runtime == "ncnn" and backend.fixed_batch == 1
+    assert backend.input_hw == (320, 320)  # read from the .param's Input layer, no spec needed
+
+    map_50_95, map_50, runtime = score(written.path, asset)  # no flags: suffix + sidecar spec
+    assert runtime == ["ncnn"]
+    assert map_50_95 == pytest.approx(onnxruntime_map[0], abs=TOLERANCE)
+    assert map_50 == pytest.approx(onnxruntime_map[1], abs=TOLERANCE)
+
+
+@pytest.mark.real
+def test_ncnn_runs_yolox_nano_at_onnxruntime_map(asset, tmp_path):
+    written = _ncnn_copy(asset, tmp_path, YOLOX, "yolox")
+    assert written.rewritten_slices == 6  # the Focus stem: x[..., ::2, ::2] and its three siblings
+    onnx_map, onnx_map_50, runtime = score({"model": asset(YOLOX), "family": "yolox"}, asset)
+    assert runtime == ["onnxruntime"]
+    assert onnx_map == pytest.approx(0.362, abs=0.005)  # the MANIFEST's reference
+
+    map_50_95, map_50, runtime = score({"model": written.path, "family": "yolox", "runtime": "ncnn"}, asset)
+    assert runtime == ["ncnn"]
+    assert map_50_95 == pytest.approx(onnx_map, abs=TOLERANCE)
+    assert map_50 == pytest.approx(onnx_map_50, abs=TOLERANCE)
 
 
 def _importable_onnx2torch(monkeypatch):
@@ -119,6 +162,7 @@ def test_the_suffix_picks_the_runtime_and_a_name_overrides_it(tmp_path):
     assert runtime_for("m.onnx").name == "onnxruntime"
     assert runtime_for("m.XML").name == "openvino"
     assert runtime_for("m.torchscript").name == "torch"
+    assert runtime_for("m.ncnn.param").name == "ncnn"
     assert runtime_for("m.onnx", "openvino").name == "openvino"
     with pytest.raises(BackendUnavailableError, match="unknown runtime 'tflite'.*onnxruntime"):
         runtime_for("m.onnx", "tflite")

@@ -706,7 +706,7 @@ def model_size_bytes(path: str | os.PathLike) -> int:
     """Bytes of an ONNX file plus the external-data files its tensors reference (each counted once)."""
     path = Path(path)
     total = path.stat().st_size
-    if path.suffix.lower() == ".xml" and path.with_suffix(".bin").is_file():  # an OpenVINO IR pair
+    if path.suffix.lower() in (".xml", ".param") and path.with_suffix(".bin").is_file():  # OpenVINO IR, NCNN
         return total + path.with_suffix(".bin").stat().st_size
     for location in external_data_files(path):
         total += location.stat().st_size

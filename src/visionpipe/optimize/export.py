@@ -1,4 +1,4 @@
-"""Export and graph tools: PyTorch to ONNX, dynamic batch, simplification, OpenVINO IR, TensorRT.
+"""Export and graph tools: PyTorch to ONNX, dynamic batch, simplification, OpenVINO IR, NCNN, TensorRT.
 
 Every function writes a new file and checks it before handing it over::
 
@@ -6,6 +6,7 @@ Every function writes a new file and checks it before handing it over::
     make_batch_dynamic("yolox_nano_416_coco.onnx", "yolox_dyn.onnx")   # batch of 8 vs 8 single runs
     simplify("yolox_dyn.onnx", "yolox_slim.onnx")           # onnxslim, outputs compared on one input
     to_openvino("yolox_slim.onnx", "ir/")                   # needs visionpipe[openvino]
+    to_ncnn("yolox_slim.onnx", "ncnn/")                     # pnnx, needs visionpipe[ncnn]
     build_tensorrt_engine("yolox_slim.onnx", "yolox.engine", fp16=True)  # visionpipe[tensorrt] + GPU
 
 * The source model is never written: an ``out_path`` naming the source is refused.
@@ -28,6 +29,7 @@ from visionpipe.errors import FixedBatchError
 from visionpipe.optimize.batch import DynamicBatchResult, batch_pinning_reshapes, make_batch_dynamic
 from visionpipe.optimize.checks import BATCH_DIM, DEFAULT_ATOL, DEFAULT_RTOL, SYMBOLIC_SIZE
 from visionpipe.optimize.convert import OpenVinoResult, TensorRtResult, build_tensorrt_engine, to_openvino
+from visionpipe.optimize.ncnn_export import NcnnResult, to_ncnn
 from visionpipe.optimize.simplify import SimplifyResult, simplify
 from visionpipe.optimize.torch_export import ExportResult, export_torch
 
@@ -39,6 +41,7 @@ __all__ = [
     "DynamicBatchResult",
     "ExportResult",
     "FixedBatchError",
+    "NcnnResult",
     "OpenVinoResult",
     "SimplifyResult",
     "TensorRtResult",
@@ -47,5 +50,6 @@ __all__ = [
     "export_torch",
     "make_batch_dynamic",
     "simplify",
+    "to_ncnn",
     "to_openvino",
 ]

@@ -1,12 +1,12 @@
 """Runtimes, one module each behind :class:`~visionpipe.models.backend.Backend`, chosen by data.
 
 A model file's suffix picks its runtime (``.onnx`` ONNX Runtime, ``.xml`` OpenVINO IR, ``.torchscript``
-/ ``.pt`` TorchScript); a spec's ``runtime:`` field (or ``load_model(..., runtime=...)``) overrides
+/ ``.pt`` TorchScript, ``.param`` NCNN); a spec's ``runtime:`` field (or ``load_model(..., runtime=...)``) overrides
 it, e.g. an ONNX file run by OpenVINO. The loader asks this registry and never names a runtime, so
 adding one is one new module plus a :func:`register_runtime` call::
 
     from visionpipe.models.backends import register_runtime
-    register_runtime("ncnn", "my_pkg.ncnn_backend:NcnnBackend", suffixes=(".param",), extra="ncnn")
+    register_runtime("mnn", "my_pkg.mnn_backend:MnnBackend", suffixes=(".mnn",), extra="mnn")
 
 A runtime's module is imported when a model first needs it, so its optional package is too.
 """
@@ -65,7 +65,7 @@ def register_runtime(
 
     Example::
 
-        register_runtime("ncnn", "my_pkg.ncnn_backend:NcnnBackend", suffixes=(".param",), extra="ncnn")
+        register_runtime("mnn", "my_pkg.mnn_backend:MnnBackend", suffixes=(".mnn",), extra="mnn")
     """
     runtime = Runtime(name, backend, tuple(s.lower() for s in suffixes), extra, package, device, summary)
     RUNTIMES[name] = runtime
@@ -99,6 +99,14 @@ register_runtime(
     extra="torch",
     package="torch",
     summary="PyTorch: TorchScript files (torch.jit.save), e.g. an Ultralytics TorchScript export",
+)
+register_runtime(
+    "ncnn",
+    "visionpipe.models.backends.ncnn:NcnnBackend",
+    suffixes=(".param",),
+    extra="ncnn",
+    package="ncnn",
+    summary="NCNN: a .param + .bin pair (as `to_ncnn` writes with pnnx), CPU, one image at a time",
 )
 
 # files a runtime name is often confused with, and what to do instead
