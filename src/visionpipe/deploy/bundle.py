@@ -6,7 +6,8 @@
       model/<file>                the model (+ the ORT required-operators config, a portable variant)
       golden/image.jpg            a real image, its preprocessed input tensor, the model's raw outputs
       golden/input.npy, golden/outputs.npz, golden/detections.json
-      run.py                      standalone detector: numpy + onnxruntime + opencv-python-headless
+      run.py                      standalone detector: numpy + opencv-python-headless + the model's
+                                  runtime (onnxruntime, openvino or ncnn)
       requirements.txt            exactly those, with the minimum versions
       README.md                   how to run and verify it on the device
       manifest.json               sha256 of every file; format, precision, versions, operators; input
@@ -180,6 +181,17 @@ def _copy_model(candidate: Candidate, staging: Path) -> dict[str, Any]:
 
         entry["required_operators"] = onnx_required_operators(candidate.path)
         entry["minimum_runtime"] = {"onnxruntime": _minimum_ort(entry, candidate)}
+    elif candidate.format == "ncnn":
+        import ncnn
+
+        details = candidate.details
+        entry["ncnn_blobs"] = {"input": details["ncnn_input"], "outputs": details["ncnn_outputs"]}
+        entry["required_layers"] = details["ncnn_layers"]  # what a reduced NCNN build must include
+        entry["weights_precision"] = details["ncnn_weights"]
+        entry["inference_precision"] = "fp32"  # as measured; run.py and visionpipe both turn fp16/bf16 off
+        entry["outputs_layout"] = "NCNN drops the batch axis; run.py and visionpipe put it back (1, ...)"
+        entry["converter"] = {"pnnx": _package_version("pnnx")}
+        entry["minimum_runtime"] = {"ncnn": ncnn.__version__}
     else:  # openvino
         import openvino
 
@@ -328,6 +340,8 @@ def _requirements(model_entry: dict[str, Any]) -> list[str]:
     lines = ["numpy>=1.24", "opencv-python-headless>=4.8"]
     if "openvino" in runtime:
         lines.append(f"openvino>={runtime['openvino']}")
+    elif "ncnn" in runtime:
+        lines.append(f"ncnn>={runtime['ncnn']}")
     else:
         lines.append(f"onnxruntime>={runtime['onnxruntime']}")
     return lines
@@ -407,7 +421,20 @@ def tool_versions() -> dict[str, str]:
         versions["openvino"] = openvino.get_version()
     except ImportError:
         pass
+    for package in ("ncnn", "pnnx"):  # by metadata: importing pnnx would import torch
+        version = _package_version(package)
+        if version is not None:
+            versions[package] = version
     return versions
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def _json_default(value: Any) -> Any:

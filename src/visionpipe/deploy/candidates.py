@@ -12,9 +12,11 @@ allows, an ONNX file is made with the existing optimize code, then converted to 
   ranges (:func:`~visionpipe.optimize.quantize.quantize_static_int8`);
 * ``ort`` — ORT format of each (:mod:`visionpipe.deploy.ort_format`), with the portable
   runtime-optimisation variant beside it when the target names NNAPI or CoreML;
-* ``openvino`` — IR of the float builds when the ``openvino`` extra is installed.
-
-NCNN is not built: it needs pnnx and a visionpipe runtime for NCNN, neither of which exists here.
+* ``openvino`` — IR of the float builds when the ``openvino`` extra is installed;
+* ``ncnn`` — pnnx conversion (:func:`~visionpipe.optimize.ncnn_export.to_ncnn`) of the fp32 ONNX
+  file, with fp32 weights and, when the target allows fp16, fp16 weights, when the ``ncnn`` extra is
+  installed. No int8 NCNN build: NCNN quantizes with its own calibration-table tools, and pnnx does
+  not turn a QDQ ONNX file into an NCNN int8 model.
 
 A candidate that cannot be built is kept with its ``error`` so the plan can say why it is missing.
 Builds are cached under ``work_dir`` by the source's sha256 and the build settings, so a second plan
@@ -162,6 +164,8 @@ def build_candidates(
                 out.append(_ort_candidate(build, target, say, prefix))
             if "openvino" in target.formats and build.precision in ("fp32", "fp16"):
                 out.append(_openvino_candidate(build, say, prefix))
+            if "ncnn" in target.formats and build.precision in ("fp32", "fp16") and not onnx_builds[0].error:
+                out.append(_ncnn_candidate(build, onnx_builds[0], say, prefix))
     return out
 
 
@@ -345,6 +349,54 @@ def _openvino_candidate(build: Candidate, say: Progress, prefix: str) -> Candida
     return candidate
 
 
+def ncnn_available() -> bool:
+    """Whether the ``ncnn`` extra (the ncnn runtime and the pnnx converter) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("ncnn", "pnnx"))
+
+
+def _ncnn_candidate(build: Candidate, fp32: Candidate, say: Progress, prefix: str) -> Candidate:
+    """NCNN from the fp32 ONNX file (pnnx reads float32 graphs; its fp16 stores the weights in half)."""
+    candidate = Candidate(
+        name=f"{prefix}{build.build}.ncnn",
+        source=build.source,
+        format="ncnn",
+        precision=build.precision,
+        build=build.build,
+        details={},  # the fp16 ONNX build's details describe another file
+        derived_from=str(fp32.path),
+    )
+    if not ncnn_available():
+        candidate.error = "not built: the ncnn extra is not installed (pip install 'visionpipe[ncnn]')"
+        return candidate
+    from visionpipe.optimize.ncnn_export import to_ncnn
+
+    out_dir = Path(build.folder or build.path.parent) / "ncnn"
+    size = fp32.spec.get("input_size")
+    try:
+        result = to_ncnn(fp32.path, out_dir, fp16=build.precision == "fp16", input_size=tuple(size) if size else None)
+    except (VisionpipeError, OSError) as exc:
+        candidate.error = f"NCNN conversion failed: {first_line(exc)}"
+        say(f"{candidate.name}: {candidate.error}")
+        return candidate
+    if result.spec_path is not None:  # the planner loads candidates by spec dict
+        result.spec_path.unlink(missing_ok=True)
+    candidate.spec = {k: v for k, v in {**fp32.spec, "model": str(result.path)}.items() if k != "runtime"}
+    candidate.files = [str(result.path), str(result.bin_path)]
+    candidate.details.update(
+        {
+            "ncnn_input": result.input_name,
+            "ncnn_outputs": result.output_names,
+            "ncnn_layers": result.layer_types,
+            "ncnn_weights": "fp16" if result.fp16 else "fp32",
+            "ncnn_rewritten_slices": result.rewritten_slices,
+            "ncnn_max_relative_error": max(result.max_relative_error, default=0.0),
+        }
+    )
+    return candidate
+
+
 def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:60] or "model"
 
@@ -364,6 +416,7 @@ __all__ = [
     "CandidateSource",
     "build_candidates",
     "calibration_set_hash",
+    "ncnn_available",
     "parse_candidate",
     "primary_source",
 ]

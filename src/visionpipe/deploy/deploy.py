@@ -128,8 +128,6 @@ def deploy_model(
     )
     if target.threads and threads != target.threads:
         plan.notes.append(f"the target asks for {target.threads} threads; this machine has {threads} cores")
-    if "ncnn" in target.formats:
-        plan.notes.append("NCNN candidates are not built: visionpipe has no pnnx conversion or NCNN runtime")
     plan.notes.append(
         f"int8 accuracy-aware builds were tuned on {len(tuning)} other images; "
         f"mAP here is on the {len(confirming)} confirmation images"

@@ -1,4 +1,5 @@
-"""Detect objects with this bundle's model: needs only numpy, onnxruntime and opencv-python-headless.
+"""Detect objects with this bundle's model: needs only numpy, opencv-python-headless and the model's
+runtime (onnxruntime, openvino or ncnn, as requirements.txt names it).
 
 Copied into every bundle as ``run.py`` (it never imports visionpipe)::
 
@@ -55,6 +56,8 @@ class Model:
             self._compiled = core.compile_model(str(path), "CPU", config)
             self.input_name = self._compiled.inputs[0].get_any_name()
             self._run = lambda x: [self._compiled(x)[o] for o in self._compiled.outputs]
+        elif manifest["model"]["format"] == "ncnn":
+            self._run = ncnn_runner(bundle, manifest["model"], threads)
         else:
             import onnxruntime as ort
 
@@ -87,6 +90,35 @@ class Model:
             thresholds["max_det"],
         )
         return {"xyxy": boxes[keep], "confidence": scores[keep], "class_id": class_ids[keep]}
+
+
+def ncnn_runner(bundle: Path, entry: dict, threads: int):
+    """Run an NCNN model one image at a time in fp32 (as it was measured), batch axis put back."""
+    import os
+
+    import ncnn
+
+    net = ncnn.Net()
+    for name in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed"):
+        if hasattr(net.opt, name):
+            setattr(net.opt, name, False)
+    net.opt.num_threads = threads or os.cpu_count() or 1
+    if (
+        net.load_param(str(bundle / entry["file"])) != 0
+        or net.load_model(str(bundle / entry["companion_files"][0])) != 0
+    ):
+        raise SystemExit(f"run.py: NCNN cannot load {entry['file']}")
+    blobs = entry["ncnn_blobs"]
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        per_image = []
+        for image in np.ascontiguousarray(batch, dtype=np.float32):
+            with net.create_extractor() as extractor:
+                extractor.input(blobs["input"], ncnn.Mat(image))
+                per_image.append([np.array(extractor.extract(name)[1], dtype=np.float32) for name in blobs["outputs"]])
+        return [np.stack(outputs) for outputs in zip(*per_image)]
+
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
