@@ -69,6 +69,21 @@ def test_target_nothing_meets_exits_2_with_the_nearest_miss(cli, asset, photo_li
     assert json.loads((out / "plan.json").read_text())["chosen"] is None
     assert not any(p.suffix == ".gz" for p in out.iterdir())
 
+    # the output folder rule: a second run into the same folder is refused in one line ...
+    again = deploy(cli, asset, target, photo_list, out)
+    assert again.returncode == 1, describe(again)
+    assert again.stderr.strip().count("\n") == 0 and str(out) in again.stderr and "--exist-ok" in again.stderr
+    # ... and with --exist-ok replaces the plan, keeps what the user put there, and reuses the cache
+    (out / "plan.md").write_text("an earlier run's plan\n")
+    (out / "notes.txt").write_text("mine\n")
+    again = deploy(cli, asset, target, photo_list, out, "--exist-ok")
+    assert again.returncode == 2, describe(again)
+    assert "measuring" not in again.stderr and "| fp32.onnx | onnx | fp32 |" in again.stdout  # measured once
+    assert "| fp32.onnx |" in (out / "plan.md").read_text() and (out / "notes.txt").read_text() == "mine\n"
+    listed = (out / ".visionpipe-outputs").read_text().split()
+    assert {"plan.json", "plan.md", "confirmation_images.txt"} <= set(listed)
+    assert not any(line.startswith("cache/") or line == "notes.txt" for line in listed)
+
 
 def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, cache, tmp_path):
     target = _target(tmp_path, name="roomy", max_size_mb=20, max_latency_ms=10000)
@@ -77,6 +92,11 @@ def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, cache, tmp
     assert proc.returncode == 0, describe(proc)
     assert "Chosen: **fp32.onnx**" in proc.stdout
     assert (out / "nd" / "manifest.json").is_file() and (out / "nd.tar.gz").is_file()
+    listed = set((out / ".visionpipe-outputs").read_text().split())  # what a run with --exist-ok replaces
+    assert {"plan.json", "nd/manifest.json", "nd/run.py", "nd.tar.gz"} <= listed
+    assert any(line.startswith("nd/model/") for line in listed) and not any(
+        line.startswith("cache/") for line in listed
+    )
     ok = cli("bundle", "verify", out / "nd", "--runs", "3")
     assert ok.returncode == 0, describe(ok)
     assert "verified" in ok.stdout
@@ -98,7 +118,20 @@ def test_deploy_writes_a_bundle_that_verifies(cli, asset, photo_list, cache, tmp
     assert refused.returncode == 1 and f"model/{model.name} does not match its sha256" in refused.stderr
 
 
-def test_deploy_usage_errors_exit_1(cli, asset):
+def test_keygen_never_replaces_a_key_pair(cli, tmp_path):
+    keys = tmp_path / "keys"
+    first = cli("bundle", "keygen", "--out", keys)
+    assert first.returncode == 0, describe(first)
+    private = (keys / "bundle.key").read_bytes()
+    again = cli("bundle", "keygen", "--out", keys)
+    assert again.returncode == 1, describe(again)
+    assert "bundle.key" in again.stderr and "never replaced" in again.stderr and "Traceback" not in again.stderr
+    assert (keys / "bundle.key").read_bytes() == private
+    other = cli("bundle", "keygen", "--out", keys, "--name", "second")
+    assert other.returncode == 0 and (keys / "second.pub").is_file(), describe(other)
+
+
+def test_deploy_usage_errors_exit_1(cli, asset, tmp_path):
     proc = cli("deploy", asset(MODEL), "--target", "mobile")
     assert proc.returncode == 1 and "--out" in proc.stderr, describe(proc)
     proc = cli(
@@ -107,10 +140,12 @@ def test_deploy_usage_errors_exit_1(cli, asset):
         "--target",
         "watch",
         "--out",
-        "x",
+        "x",  # relative to cwd below: an unknown target must not leave the folder behind
         "--validate",
         asset(GT),
         "--images",
         asset("coco/images/val2017"),
+        cwd=tmp_path,
     )
     assert proc.returncode == 1 and "unknown target 'watch'" in proc.stderr, describe(proc)
+    assert not (tmp_path / "x").exists()

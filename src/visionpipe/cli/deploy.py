@@ -54,8 +54,14 @@ def deploy(
         None, "--sign-key", exists=True, dir_okay=False, help="ed25519 private key (PEM) to sign the manifest."
     ),
     name: str | None = typer.Option(None, "--name", help="Bundle name (default: <model>-<target>)."),
+    exist_ok: bool = typer.Option(
+        False,
+        "--exist-ok",
+        help="Reuse a non-empty --out: an earlier run's plan and bundle there are replaced, its cache reused, "
+        "other files kept.",
+    ),
 ) -> None:
-    from visionpipe.deploy.deploy import deploy_model
+    from visionpipe.deploy.deploy import PLAN_FILES, deploy_model
     from visionpipe.deploy.targets import describe_targets
 
     if model == "targets" and not Path(model).exists():
@@ -68,26 +74,47 @@ def deploy(
     if (tune_images is None) != (tune_annotations is None):
         raise typer.BadParameter("--tune-images and --tune-annotations go together", param_hint="--tune-images")
     assert target is not None and out is not None and validate is not None and images is not None
+    from visionpipe.deploy.targets import load_target
+    from visionpipe.io.outdir import OutputFolder
     from visionpipe.io.sources import expand_sources
 
+    folder = OutputFolder(out, exist_ok=exist_ok)  # refused now, before anything is loaded or built
+    # what can be refused is refused before the folder is touched
+    target_limits = load_target(target)
     calibration_images = expand_sources([str(calibration)])[:calibration_count] if calibration else []
-    result = deploy_model(
-        resolve_model_source(model),
-        target,
-        calibration_images=calibration_images,
-        validation_images=annotated_images(images, validate),
-        annotations=validate,
-        tune_images=annotated_images(tune_images, tune_annotations) if tune_images and tune_annotations else None,
-        tune_annotations=tune_annotations,
-        candidates=candidate,
-        out_dir=out,
-        cache_dir=cache,
-        measure_settings={"repeats": repeats, "warmup": warmup},
-        int8_options={"max_measurements": int8_measurements},
-        signing_key=sign_key,
-        bundle_name=name,
-        progress=lambda message: typer.echo(f"deploy: {message}", err=True),
-    )
+    validation_images = annotated_images(images, validate)
+    tuning = annotated_images(tune_images, tune_annotations) if tune_images and tune_annotations else None
+
+    folder.start(keep=[model] if Path(model).is_file() else [])
+    # the plan files are listed before they are written; the bundle's once it is in place (it is
+    # assembled in a hidden sibling and moved in whole). The build and measurement cache is not an
+    # output: it is keyed by the files' sha256, so a run with --exist-ok reuses it.
+    for planned in PLAN_FILES:
+        folder.claim(planned)
+    try:
+        result = deploy_model(
+            resolve_model_source(model),
+            target_limits,
+            calibration_images=calibration_images,
+            validation_images=validation_images,
+            annotations=validate,
+            tune_images=tuning,
+            tune_annotations=tune_annotations,
+            candidates=candidate,
+            out_dir=out,
+            cache_dir=cache,
+            measure_settings={"repeats": repeats, "warmup": warmup},
+            int8_options={"max_measurements": int8_measurements},
+            signing_key=sign_key,
+            bundle_name=name,
+            progress=lambda message: typer.echo(f"deploy: {message}", err=True),
+        )
+        if result.bundle is not None:
+            for path in [*sorted(result.bundle.folder.rglob("*")), result.bundle.archive]:
+                if path.is_file():
+                    folder.claim(path.relative_to(folder.path))
+    finally:
+        folder.close()
     typer.echo(result.plan.to_markdown())
     for label, path in result.written.items():
         typer.echo(f"wrote {label}: {path}", err=True)

@@ -41,6 +41,8 @@ from visionpipe.errors import VisionpipeError
 from visionpipe.models.bundle import sha256_file
 
 Progress = Callable[[str], None]
+# what every run writes into ``out_dir`` besides the bundle (and the cache, unless it is elsewhere)
+PLAN_FILES = ("plan.json", "plan.md", "confirmation_images.txt")
 
 
 @dataclass
@@ -165,7 +167,8 @@ def deploy_model(
 def _write_plan(plan: Plan, out: Path, confirming: list[str]) -> dict[str, Path]:
     from visionpipe.io.formats import atomic_open
 
-    paths = {"plan_json": out / "plan.json", "plan_md": out / "plan.md", "images": out / "confirmation_images.txt"}
+    json_name, md_name, images_name = PLAN_FILES
+    paths = {"plan_json": out / json_name, "plan_md": out / md_name, "images": out / images_name}
     with atomic_open(paths["plan_json"]) as handle:
         json.dump(plan.to_dict(), handle, indent=2, default=str)
         handle.write("\n")
@@ -176,4 +179,4 @@ def _write_plan(plan: Plan, out: Path, confirming: list[str]) -> dict[str, Path]
     return paths
 
 
-__all__ = ["DeployResult", "deploy_model", "split_validation"]
+__all__ = ["PLAN_FILES", "DeployResult", "deploy_model", "split_validation"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from visionpipe.errors import MissingExtraError, SignatureError
+from visionpipe.errors import MissingExtraError, OutputFolderError, SignatureError
 from visionpipe.models.bundle import MANIFEST_NAME, SIGNATURE_NAME
 
 
@@ -25,21 +25,39 @@ def _crypto():
 
 
 def generate_keypair(out_dir: str | os.PathLike, name: str = "bundle") -> tuple[Path, Path]:
-    """Write ``<name>.key`` (private, mode 600) and ``<name>.pub`` to ``out_dir``."""
+    """Write ``<name>.key`` (private, mode 600) and ``<name>.pub`` to ``out_dir``.
+
+    An existing key pair is never replaced (there is no ``--exist-ok`` for keys): bundles signed
+    with the old key would stop verifying against the new public key, and the old private key would
+    be gone. Other files in ``out_dir`` (other key pairs) are left alone.
+    """
     serialization, ed25519, _ = _crypto()
     out = Path(out_dir)
+    key_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
+    existing = [str(p) for p in (key_path, pub_path) if p.exists() or p.is_symlink()]
+    if existing:
+        raise OutputFolderError(
+            f"{' and '.join(existing)} already exist: a key pair is never replaced; choose another --name or --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     private = ed25519.Ed25519PrivateKey.generate()
-    key_path, pub_path = out / f"{name}.key", out / f"{name}.pub"
     key_bytes = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
-    pub_path.write_bytes(
-        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_bytes = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    written = []
+    try:  # O_EXCL: a file that appeared since the check above is not overwritten either
+        for path, data, mode in ((key_path, key_bytes, 0o600), (pub_path, public_bytes, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            written.append(path)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+    except FileExistsError as exc:
+        for path in written:  # half a pair is no use
+            path.unlink(missing_ok=True)
+        raise OutputFolderError(f"{exc.filename} already exists: a key pair is never replaced") from None
     return key_path, pub_path
 
 
