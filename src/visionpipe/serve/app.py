@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -208,6 +209,11 @@ class AppState:
             self.monitor.close()  # commits every observed request
 
 
+def worker_threads() -> int:
+    """Threads for the blocking stages of requests (decode, post-processing): 4 per core, at least 8."""
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
 def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int | None = None) -> Any:
     """The ASGI app serving ``config.sources``; models load when the app starts (lifespan)."""
     fastapi = _fastapi()
@@ -221,6 +227,9 @@ def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int 
     async def lifespan(app: Any) -> AsyncIterator[None]:
         import anyio.to_thread
 
+        # decoding and post-processing threads: enough to keep the lanes fed; anyio's default of 40
+        # only added GIL contention and a malloc arena per thread (RSS crept up under overload)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads()
         await anyio.to_thread.run_sync(state.start)
         try:
             yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,6 +20,17 @@ from visionpipe.errors import MissingExtraError, SpecError
 from visionpipe.serve.config import BatchingConfig, ServeConfig
 
 CONFIG_ENV = "VISIONPIPE_SERVE_CONFIG"
+
+# How often a thread holding the GIL hands it over (Python's default is 5 ms). A server process runs
+# the event loop beside decode, post-processing and batcher threads; under overload a thread that
+# wants the GIL back after ONNX Runtime released it waited up to 5 ms per hand-over, which halved
+# the throughput of accepted requests and tripled their p99 (benchmarks/serve_load.py, section 3).
+GIL_SWITCH_SECONDS = 0.001
+
+
+def tune_process() -> None:
+    """Process-wide settings for a process that only serves (``visionpipe serve`` and its workers)."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
 
 
 def _uvicorn() -> Any:
@@ -51,6 +63,7 @@ def app_from_env() -> Any:
 
     config = config_from_env()
     configure_logging(config.log_level)
+    tune_process()
     return create_app(config)
 
 
@@ -87,6 +100,7 @@ def serve(config: ServeConfig) -> int:
         return _serve_workers(config)
     from visionpipe.serve.app import create_app
 
+    tune_process()
     app = create_app(config)
     app.state.vp.start()  # a model that cannot load stops us here, with its error, before binding
     server = make_server(config, app)
