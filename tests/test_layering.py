@@ -43,6 +43,8 @@ LAYERS: dict[str, int] = {
     "optimize": 9,
     "monitor": 9,
     "deploy": 10,
+    # a detect run over image files into an output folder (uses monitor and evaluation)
+    "detect_run": 10,
     "serve": 11,
     "distributed": 11,
     "cli": 12,

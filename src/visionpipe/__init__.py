@@ -36,6 +36,7 @@ __all__ = [
     "ByteTracker",
     "CallbackSink",
     "DecodeParams",
+    "DetectReport",
     "DetectionModel",
     "Detections",
     "DetectionsError",
@@ -55,6 +56,7 @@ __all__ = [
     "ModelLoadError",
     "ModelSpec",
     "OptimizationError",
+    "OutputFormat",
     "Pipeline",
     "PolygonZone",
     "PreprocessConfig",
@@ -73,6 +75,7 @@ __all__ = [
     "ZoneError",
     "__version__",
     "annotate",
+    "detect_to_folder",
     "evaluate_coco",
     "fuse",
     "fuse_members",
@@ -110,6 +113,9 @@ _LAZY = {
     "register_decoder": "visionpipe.models.decoders",
     "register_runtime": "visionpipe.models.backends",
     "optimize_model": "visionpipe.optimize.workflow",
+    "detect_to_folder": "visionpipe.detect_run",
+    "DetectReport": "visionpipe.detect_run",
+    "OutputFormat": "visionpipe.io.dataset_formats",
 }
 
 

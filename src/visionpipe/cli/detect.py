@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import typer
@@ -168,119 +166,52 @@ def detect(
             max_pixels=max_pixels,
         )
         return
-    from visionpipe.evaluation import load_annotations
-    from visionpipe.interrupt import Interrupted, stop_on_signals
-    from visionpipe.io.annotate import annotate, encode_image
-    from visionpipe.io.dataset_formats import open_writers
-    from visionpipe.io.formats import abort_writers, atomic_open, atomic_write_bytes, close_writers, unique_name
+    from visionpipe.detect_run import detect_to_folder
     from visionpipe.io.images import DecodeLimits
-    from visionpipe.io.outdir import OutputFolder
-    from visionpipe.io.sources import check_unique_names, expand_sources, run_ids
-    from visionpipe.monitor.monitor import monitoring
 
-    folder = OutputFolder(out, exist_ok=exist_ok)  # refused now, before anything is loaded
-    paths = expand_sources(sources)
-    ids = run_ids(paths)
-    gt = load_annotations(annotations) if annotations else None
-    if gt is not None:
-        check_unique_names(paths, "--annotations matches images by file name")
-    pipeline = build_pipeline(
-        model,
-        fusion,
-        weights,
-        fusion_iou,
-        family=family,
-        names_file=names_file,
-        conf=conf,
-        iou=iou,
-        max_det=max_det,
-        agnostic=agnostic or None,
-        classes=parse_classes(classes),
-        input_size=parse_input_size(input_size),
-        batch_size=batch_size,
-        device=device,
-        half=half,
-        limits=DecodeLimits(max_pixels=max_pixels),
-    )
-    report_notes(pipeline)
-    if save_txt or save_conf:
-        formats = [*formats, OutputFormat.YOLO]
-    folder.start()
-    writers = open_writers(
-        formats,
+    def load_pipeline():
+        pipeline = build_pipeline(
+            model,
+            fusion,
+            weights,
+            fusion_iou,
+            family=family,
+            names_file=names_file,
+            conf=conf,
+            iou=iou,
+            max_det=max_det,
+            agnostic=agnostic or None,
+            classes=parse_classes(classes),
+            input_size=parse_input_size(input_size),
+            batch_size=batch_size,
+            device=device,
+            half=half,
+            limits=DecodeLimits(max_pixels=max_pixels),
+        )
+        report_notes(pipeline)
+        return pipeline
+
+    report = detect_to_folder(
+        sources,
         out,
-        pipeline.class_names,
-        gt,
+        load_pipeline,
+        formats=[*formats, OutputFormat.YOLO] if save_txt or save_conf else formats,
         save_conf=save_conf,
-        model_name=pipeline.name,
-        claim=folder.claim,  # every output listed in the folder's manifest before it is written
+        save_images=save_images,
+        annotations=annotations,
+        exist_ok=exist_ok,
+        monitor=monitor,
+        monitor_tag=monitor_tag,
+        progress=lambda total: progress(total, "detect", quiet),
+        on_failure=report_failure,
     )
-
-    failures: list[dict] = []
-    boxes = 0
-    done = 0
-    used_names: set[str] = set()
-    interrupted: Interrupted | None = None
-    start = time.perf_counter()
-    try:
-        with stop_on_signals() as stop:
-            try:
-                with (
-                    pipeline,
-                    monitoring(pipeline, monitor, tag=monitor_tag),
-                    progress(len(paths), "detect", quiet) as advance,
-                ):
-                    for result in pipeline.stream(paths, keep_images=save_images):
-                        with stop.critical():  # a signal waits until this result is written everywhere
-                            result.image_id = ids[result.index]
-                            for writer in writers:
-                                writer.write(result)
-                            done += 1
-                            if result.error is not None:
-                                failures.append({"path": result.source, "error": str(result.error)})
-                                report_failure(result.source, result.error)
-                            else:
-                                boxes += len(result.detections)
-                                if save_images:
-                                    # the frame already decoded: the file may have changed since
-                                    name = unique_name(result.image_id, result.index, used_names)
-                                    drawn = annotate(result.image, result.detections)
-                                    result.image = None
-                                    target = folder.claim(Path("annotated") / name)
-                                    atomic_write_bytes(target, encode_image(drawn, Path(name).suffix))
-                            advance()
-            except Interrupted as exc:
-                interrupted = exc  # stop taking inputs; what was accepted is still published
-            close_writers(writers)
-    except BaseException:
-        abort_writers(writers)
-        raise
-    finally:
-        folder.record_new_files()
-    elapsed = time.perf_counter() - start
-
-    summary = {
-        "model": pipeline.name,
-        "family": "+".join(m.model.family for m in pipeline.members),
-        "images": len(paths),
-        "processed": done - len(failures),
-        "failed": failures,
-        "detections": boxes,
-        "seconds": round(elapsed, 3),
-        "images_per_second": round(done / elapsed, 2) if elapsed > 0 else None,
-    }
-    if interrupted is not None:
-        summary["interrupted"] = interrupted.signal_name
-        summary["not_processed"] = len(paths) - done
-    with atomic_open(folder.claim("summary.json")) as handle:
-        json.dump(summary, handle, indent=2)
-    folder.close()
-    stopped = f" (stopped by {interrupted.signal_name}, {len(paths) - done} not processed)" if interrupted else ""
+    summary = report.summary
+    stopped = ""
+    if report.interrupted is not None:
+        stopped = f" (stopped by {report.interrupted.signal_name}, {summary['not_processed']} not processed)"
     say(
-        f"{summary['processed']}/{len(paths)} images, {boxes} detections, {summary['images_per_second']} img/s -> {out}"
-        + stopped
+        f"{summary['processed']}/{summary['images']} images, {summary['detections']} detections, "
+        f"{summary['images_per_second']} img/s -> {out}" + stopped
     )
-    if interrupted is not None:
-        raise typer.Exit(interrupted.exit_code)
-    if failures:
-        raise typer.Exit(2)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

@@ -30,7 +30,12 @@ from visionpipe.results import Result
 
 
 class OutputFormat(str, Enum):
-    """What ``detect --format`` writes, and where in the output folder."""
+    """What ``detect --format`` writes, and where in the output folder.
+
+    Example::
+
+        detect_to_folder(["photos/"], "runs/1", pipeline, formats=[OutputFormat.COCO, OutputFormat("csv")])
+    """
 
     COCO = "coco"  # coco.json: a COCO dataset (images, categories, annotations with scores)
     COCO_RESULTS = "coco-results"  # detections.json: the bare results list pycocotools' loadRes reads
