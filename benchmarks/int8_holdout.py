@@ -1,9 +1,10 @@
 """Does the accuracy-aware int8 loop's choice hold on photos it never saw?
 
 For each model: the loop (``quantize_accuracy_aware``) calibrates on the first 64 train2017 photos,
-chooses on one half of the 64 val2017 photos (tolerance ``--max-map-drop`` less the margin) and
-confirms on the other half; the chosen file is then scored on the other 64 train2017 photos, seen
-neither by the calibration nor by the choice. Then fp32 and int8 are timed on preprocessed input
+chooses on one half of the 64 val2017 photos (tolerance ``--max-map-drop`` less each attempt's
+bootstrap margin) and confirms on the other half; the chosen file is then scored on the other 64
+train2017 photos, seen neither by the calibration nor by the choice. Each drop is given with its
+bootstrap standard error over images. Then fp32 and int8 are timed on preprocessed input
 at batch 1, interleaved (``--rounds``), as a ratio measured in the same run.
 
     python benchmarks/int8_holdout.py --out bench-int8 [--models yolox,nanodet] [--max-measurements 8]
@@ -65,8 +66,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from visionpipe.evaluation import image_ids_of, load_annotations
     from visionpipe.models.loader import load_model
     from visionpipe.optimize.graph import evaluate_model, with_weights
+    from visionpipe.optimize.margin import ResampledScores
     from visionpipe.optimize.quantize import quantize_accuracy_aware
 
     train = [str(p) for p in sorted((ASSETS / "coco/images/train2017").glob("*.jpg"))]
@@ -74,8 +77,8 @@ def main() -> None:
     calibration, holdout = train[:64], train[64:]
     print(header("int8 choice held out", {**vars(args), "calibration": "train2017[:64]", "holdout": "train2017[64:]"}))
     print()
-    print("| model | calibration | 16-bit nodes | size x | drop, choosing half (32 val) | drop, confirming half (32 val) "
-          "| drop, 64 train photos | b1 ms fp32 / int8 (x) |")  # fmt: skip
+    print("| model | calibration | 16-bit nodes | size x | drop ± s.e. (+ margin), choosing half (32 val) "
+          "| drop ± s.e., confirming half (32 val) | drop ± s.e., 64 train photos | b1 ms fp32 / int8 (x) |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     for family in args.models.split(","):
@@ -94,8 +97,12 @@ def main() -> None:
             seed=args.seed,
             progress=lambda message, f=family: print(f"  {f} int8: {message}", file=sys.stderr, flush=True),
         )
-        fp32_train = evaluate_model(model, holdout, TRAIN_GT, 0.01, 8).map_50_95
-        int8_train = evaluate_model(with_weights(model, report.path), holdout, TRAIN_GT, 0.01, 8).map_50_95
+        train_gt = load_annotations(TRAIN_GT)
+        fp32_scored = evaluate_model(model, holdout, train_gt, 0.01, 8)
+        int8_scored = evaluate_model(with_weights(model, report.path), holdout, train_gt, 0.01, 8)
+        fp32_train, int8_train = fp32_scored.map_50_95, int8_scored.map_50_95
+        train_reference = ResampledScores(fp32_scored.detections, train_gt, image_ids_of(holdout, train_gt))
+        train_spread = train_reference.drop_spread(int8_scored.detections)
         fp32_ms, int8_ms = latency_ratio(source, report.path, args.rounds)
         row = {
             "model": family,
@@ -104,18 +111,24 @@ def main() -> None:
             "kept_16bit": len(report.excluded_nodes),
             "size_ratio": report.size_ratio,
             "drop_choose": report.map_drop,
+            "se_choose": report.spread,
+            "margin": report.margin,
+            "met_tolerance": report.met_tolerance,
             "drop_confirm": report.confirm_map_drop,
+            "se_confirm": report.confirm_spread,
             "drop_train": fp32_train - int8_train,
+            "se_train": train_spread,
             "fp32_train": fp32_train,
             "int8_train": int8_train,
             "fp32_ms": fp32_ms,
             "int8_ms": int8_ms,
-            "attempts": [(a.reason, round(a.map_50_95, 4)) for a in report.attempts],
+            "attempts": [(a.reason, round(a.map_50_95, 4), round(a.margin, 4)) for a in report.attempts],
         }
         rows.append(row)
         print(
             f"| {family} | {row['calibration']} | {row['kept_16bit']} | {row['size_ratio']:.2f} | "
-            f"{row['drop_choose']:+.4f} | {row['drop_confirm']:+.4f} | {row['drop_train']:+.4f} | "
+            f"{row['drop_choose']:+.4f} ± {report.spread:.4f} (+ {report.margin:.4f}) | "
+            f"{row['drop_confirm']:+.4f} ± {report.confirm_spread:.4f} | {row['drop_train']:+.4f} ± {train_spread:.4f} | "
             f"{fp32_ms:.1f} / {int8_ms:.1f} ({fp32_ms / int8_ms:.2f}x) |",
             flush=True,
         )

@@ -98,6 +98,16 @@ def split_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:half]), np.sort(order[half:])
 
 
+def image_ids_of(paths: Iterable[str | Path], ground_truth: Mapping[str, Any]) -> list[int]:
+    """The annotation ids of image files, matched by file name as :func:`coco_records` matches
+    results; a file the annotations do not list is an :class:`EvaluationError` naming it."""
+    ids_by_file = {Path(img["file_name"]).name: img["id"] for img in ground_truth["images"]}
+    missing = [str(p) for p in paths if Path(p).name not in ids_by_file]
+    if missing:
+        raise EvaluationError(f"{len(missing)} images are not in the annotations: {', '.join(missing[:5])}")
+    return [ids_by_file[Path(p).name] for p in paths]
+
+
 def load_annotations(annotations: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     """A COCO annotation file, read with a size cap (regular files only) and checked where a
     malformed entry would otherwise fail deep inside scoring: images, categories, boxes."""

@@ -32,6 +32,7 @@ from visionpipe.optimize import (
     quantize_dynamic_int8,
     quantize_static_int8,
 )
+from visionpipe.optimize.margin import ResampledScores, margin_for
 from visionpipe.optimize.quantize import _prepare
 from visionpipe.optimize.sensitivity import conv_units
 from visionpipe.pipeline import Pipeline
@@ -150,6 +151,40 @@ def test_static_methods_and_exclusions(tiny, tmp_path):
     assert producers.get(conv1.input[1]) == "DequantizeLinear"
     with pytest.raises(ValueError, match="calibration method"):
         quantize_static_int8(model, calib, tmp_path / "x.onnx", method="kl")
+
+
+def test_percentile_ranges_are_two_sided_for_uint8_activations(tiny, tmp_path):
+    """ONNX Runtime's percentile calibrator clips at one percentile of |x| unless told otherwise;
+    the option must reach it. At the 90th percentile the difference is plain on conv2's input (a
+    ReLU output, half zeros): one-sided clips at P90 of x, two-sided cuts 5 % at each end, at P95."""
+    model_path, calib = tiny
+    model = load_model(model_path)
+
+    def conv2_input_scale(path: Path) -> float:
+        graph = onnx.load(str(path)).graph
+        producers = {o: n for n in graph.node for o in n.output}
+        values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        conv2 = next(n for n in graph.node if n.name == "conv2")
+        dequantize = producers[conv2.input[0]]
+        assert dequantize.op_type == "DequantizeLinear"
+        return float(values[dequantize.input[1]])
+
+    def quantized(name: str, **options) -> Path:
+        return quantize_static_int8(
+            model, calib, tmp_path / name, method="percentile", preprocess=False,
+            extra_options={"CalibPercentile": 90.0, **options},
+        ).path  # fmt: skip
+
+    two_sided = conv2_input_scale(quantized("two.onnx"))
+    one_sided = conv2_input_scale(quantized("one.onnx", CalibTensorRangeSymmetric=True))
+    # the reference: NumPy percentiles of the ReLU output over the calibration images
+    graph = onnx.load(str(model_path))
+    graph.graph.output.append(helper.make_tensor_value_info("r1", onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    tensors = [preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0][None] for p in calib]
+    relu = np.concatenate([session.run(["r1"], {"images": t})[0].ravel() for t in tensors])
+    assert two_sided * 255 == pytest.approx(np.percentile(relu, 95), rel=0.03)
+    assert one_sided * 255 == pytest.approx(np.percentile(relu, 90), rel=0.03)
 
 
 def test_head_nodes_tiny(tiny):
@@ -351,8 +386,12 @@ def test_accuracy_aware_impossible_tolerance_excludes_measured_parts(yolox_int8,
     assert report.attempts[3].map_50_95 > report.attempts[0].map_50_95 + 0.05
     assert any(m.startswith("only ") for m in messages) and len(messages) > 5
 
-    best = max(report.attempts, key=lambda a: (a.map_50_95, -a.excluded_count))
+    # nothing met the tolerance: the smallest drop plus its measured margin is kept
+    for a in report.attempts:
+        assert a.spread is not None and a.margin == pytest.approx(margin_for(a.spread))
+    best = min(report.attempts, key=lambda a: (report.fp32_map - a.map_50_95 + a.margin, a.excluded_count))
     assert report.int8_map == best.map_50_95 and report.excluded_nodes == best.excluded_nodes
+    assert report.margin == best.margin and report.spread == best.spread
     assert [a.path for a in report.attempts].count(report.path) == 1
     assert report.path.is_file() and report.spec_path.is_file()
     assert report.int8_size_bytes == report.path.stat().st_size
@@ -429,7 +468,8 @@ def test_nothing_is_written_to_the_working_directory(tiny, tmp_path, monkeypatch
 
 def test_accuracy_aware_chooses_on_one_part_and_confirms_on_the_other(yolox_int8, asset, val8, tmp_path):
     """The loop's figures on each part equal pycocotools' scores of separately run pipelines on
-    exactly those images; percentile calibration is among those compared; the margin applies."""
+    exactly those images; percentile calibration is among those compared; the constant margin
+    applies; the two parts are disjoint and reported."""
     from visionpipe import Pipeline
     from visionpipe.evaluation import evaluate_coco, split_images
 
@@ -451,15 +491,29 @@ def test_accuracy_aware_chooses_on_one_part_and_confirms_on_the_other(yolox_int8
         progress=messages.append,
     )
     assert report.margin == 0.49 and report.val_images == 4 and report.confirm_images == 4
+    assert all(a.margin == 0.49 and a.spread is None for a in report.attempts)  # a number: no bootstrap
     reasons = [a.reason for a in report.attempts]
     drops = [report.fp32_map - a.map_50_95 for a in report.attempts]
     if drops[0] <= 0.01:  # within max_map_drop - margin at once: no other calibration needed
         assert reasons == ["everything int8, min/max ranges"] and report.met_tolerance
-    else:
+    elif drops[1] <= 0.01:
         assert reasons == ["everything int8, min/max ranges", "everything int8, percentile ranges"]
-        assert report.met_tolerance == (drops[1] <= 0.01)
-        assert report.int8_map == max(a.map_50_95 for a in report.attempts)
+        assert report.met_tolerance and report.int8_map == report.attempts[1].map_50_95
+    else:  # then the last resort, with the better calibration
+        better = "min/max" if drops[0] <= drops[1] else "percentile"
+        assert reasons == [
+            "everything int8, min/max ranges",
+            "everything int8, percentile ranges",
+            f"every activation 16-bit (int8 weights), {better} ranges",
+        ]
+        assert report.met_tolerance == (drops[2] <= 0.01)
+        if not report.met_tolerance:  # a constant margin: the smallest drop is kept
+            assert report.int8_map == max(a.map_50_95 for a in report.attempts)
     choose, confirm = split_images(8, 5)
+    assert report.choose_image_names == [Path(val8[i]).name for i in choose]
+    assert report.confirm_image_names == [Path(val8[i]).name for i in confirm]
+    assert not set(report.choose_image_names) & set(report.confirm_image_names)
+    assert sorted(report.choose_image_names + report.confirm_image_names) == sorted(Path(p).name for p in val8)
     for rows, fp32, int8 in (
         (choose, report.fp32_map, report.int8_map),
         (confirm, report.confirm_fp32_map, report.confirm_int8_map),
@@ -472,3 +526,44 @@ def test_accuracy_aware_chooses_on_one_part_and_confirms_on_the_other(yolox_int8
     assert report.confirmed == (report.confirm_map_drop <= 0.5)
     assert "confirming part (4 unseen images)" in report.summary()
     assert any("confirming part" in m for m in messages)
+
+
+def test_accuracy_aware_measured_margin_and_last_resort(yolox_int8, asset, val8, tmp_path):
+    """With the default margin each attempt must leave its bootstrap margin free, recomputed here
+    from separately run pipelines; when nothing is within tolerance the last resort (every
+    activation 16-bit) is made whatever the attempt budget, and the smallest drop + margin kept."""
+    from visionpipe.evaluation import evaluate_coco, image_ids_of, load_annotations, split_images
+
+    model, _ = yolox_int8
+    calib = sorted(asset("coco/images/train2017").glob("*.jpg"))[:4]
+    report = quantize_accuracy_aware(
+        model,
+        calib,
+        val8,
+        asset(GT),
+        tmp_path / "aa.onnx",
+        max_map_drop=-1.0,  # impossible: the last resort is made, and nothing is met
+        max_attempts=1,
+        methods=("minmax",),
+        moving_average=False,
+        resamples=30,
+        seed=2,
+    )
+    reasons = [a.reason for a in report.attempts]
+    assert reasons == ["everything int8, min/max ranges", "every activation 16-bit (int8 weights), min/max ranges"]
+    assert report.met_tolerance is False and report.kept_as == "int16"
+    assert all(a.size_bytes <= 0.35 * report.fp32_size_bytes for a in report.attempts)  # int8 weights both
+    chosen = min(report.attempts, key=lambda a: (report.fp32_map - a.map_50_95 + a.margin, a.excluded_count))
+    assert report.int8_map == chosen.map_50_95 and report.margin == chosen.margin
+    # the chosen attempt's spread, recomputed from the pipeline's detections on the choosing part
+    gt = load_annotations(asset(GT))
+    choose = [val8[i] for i in split_images(8, 2)[0]]
+    with Pipeline(model.backend.path, family="yolox", conf=0.01) as pipe:
+        fp32 = evaluate_coco(pipe.run(choose), gt, pipe.class_names)
+    with Pipeline(str(report.path), conf=0.01) as pipe:
+        int8 = evaluate_coco(pipe.run(choose), gt, pipe.class_names)
+    reference = ResampledScores(fp32.detections, gt, image_ids_of(choose, gt), resamples=30, seed=2)
+    assert report.spread == pytest.approx(reference.drop_spread(int8.detections))
+    assert report.margin == pytest.approx(margin_for(report.spread)) and report.spread > 0
+    assert report.confirm_spread is not None and report.confirm_spread >= 0
+    assert f"less margin {report.margin:.4f}" in report.summary()

@@ -54,7 +54,7 @@ from visionpipe.errors import (
     VisionpipeError,
     first_line,
 )
-from visionpipe.evaluation import split_images
+from visionpipe.evaluation import CocoEvaluation, image_ids_of, load_annotations, split_images
 from visionpipe.io.images import decode_image
 from visionpipe.models.loader import DetectionModel
 from visionpipe.models.spec import model_spec_dict, write_sidecar_spec
@@ -69,6 +69,7 @@ from visionpipe.optimize.graph import (
     topological,
     with_weights,
 )
+from visionpipe.optimize.margin import DEFAULT_RESAMPLES, ResampledScores, margin_for
 from visionpipe.optimize.sensitivity import SegmentDrop
 from visionpipe.preprocess import preprocess as preprocess_image
 
@@ -78,8 +79,12 @@ except ImportError:  # pragma: no cover - onnxruntime is a core dependency
     _ReaderBase = object  # type: ignore[assignment,misc]
 
 METHODS = ("minmax", "entropy", "percentile")
-# the calibrations the accuracy-aware loop compares by default (minmax also with moving averages)
-DEFAULT_LOOP_METHODS = ("minmax", "percentile", "entropy")
+# The calibrations the accuracy-aware loop compares by default (minmax also with moving averages).
+# Not entropy: quantize_static builds ONNX Runtime's entropy calibrator with 128 histogram bins
+# and 128 quantized bins, and with as many bins as quantized bins the KL search has one candidate,
+# the full range, so "entropy" is min/max again (identical files on YOLOX-Nano and NanoDet-m);
+# a real 2048-bin search runs in ONNX Runtime's Python loop, 10^8 steps for YOLOX-Nano.
+DEFAULT_LOOP_METHODS = ("minmax", "percentile")
 # images whose activations a histogram calibrator holds before folding them into its histograms
 HISTOGRAM_BATCH = 8
 QUANT_TYPES = ("uint8", "int8")
@@ -129,6 +134,13 @@ class Attempt:
     path: Path | None = None  # the written model for the chosen attempt, None for the discarded ones
     moving_average: bool = False  # activation ranges calibrated as moving averages of min/max
     method: str = "minmax"  # calibration method
+    # standard error of the drop on the choosing part (bootstrap over its images; None: not measured)
+    spread: float | None = None
+    margin: float = 0.0  # what the drop had to leave free of max_map_drop
+
+    def upper_drop(self, fp32_map: float) -> float:
+        """The drop plus its margin: what the drop on as many unseen photos stays under (~95 %)."""
+        return fp32_map - self.map_50_95 + self.margin
 
 
 @dataclass
@@ -152,11 +164,15 @@ class AccuracyAwareResult:
     kept_as: str = "float"  # how excluded_nodes were kept: "float", or "int16" activations
     # The validation images are split: fp32_map/int8_map and every attempt are on the choosing
     # part; the chosen model is then scored once on the confirming part, which no choice saw.
-    margin: float = 0.0  # attempts had to be within max_map_drop - margin on the choosing part
+    margin: float = 0.0  # the chosen attempt's margin: it had to be within max_map_drop - margin
     confirm_images: int = 0
     confirm_fp32_map: float | None = None
     confirm_int8_map: float | None = None
     calibration: str = "minmax"  # the calibration of the chosen attempt
+    spread: float | None = None  # standard error of the chosen drop on the choosing part
+    confirm_spread: float | None = None  # and on the confirming part
+    choose_image_names: list[str] = field(default_factory=list)  # file names, to show the split
+    confirm_image_names: list[str] = field(default_factory=list)
 
     @property
     def map_drop(self) -> float:
@@ -180,9 +196,11 @@ class AccuracyAwareResult:
 
     def summary(self) -> str:
         verdict = "within" if self.met_tolerance else "NOT within"
+        spread = "" if self.spread is None else f" ± {self.spread:.4f}"
         text = (
             f"choosing part ({self.val_images} images): fp32 mAP {self.fp32_map:.4f}, int8 mAP {self.int8_map:.4f} "
-            f"(drop {self.map_drop:+.4f}, {verdict} tolerance {self.max_map_drop} less margin {self.margin:g}); "
+            f"(drop {self.map_drop:+.4f}{spread}, {verdict} tolerance {self.max_map_drop} less margin "
+            f"{self.margin:.4f}); "
             f"{len(self.excluded_nodes)} nodes kept {'in float' if self.kept_as == 'float' else 'with 16-bit activations'}"
             f", {self.calibration} calibration; {self.int8_size_bytes} / {self.fp32_size_bytes} bytes "
             f"({self.size_ratio:.2f}x)"
@@ -190,9 +208,10 @@ class AccuracyAwareResult:
         drop = self.confirm_map_drop
         if drop is not None:
             held = "holds" if self.confirmed else "does NOT hold"
+            spread = "" if self.confirm_spread is None else f" ± {self.confirm_spread:.4f}"
             text += (
                 f"; confirming part ({self.confirm_images} unseen images): fp32 {self.confirm_fp32_map:.4f}, "
-                f"int8 {self.confirm_int8_map:.4f} (drop {drop:+.4f}: {held} within {self.max_map_drop})"
+                f"int8 {self.confirm_int8_map:.4f} (drop {drop:+.4f}{spread}: {held} within {self.max_map_drop})"
             )
         return text
 
@@ -356,6 +375,15 @@ def quantize_static_int8(
     if method in ("entropy", "percentile") and "CalibMaxIntermediateOutputs" not in (extra_options or {}):
         # histogram calibrators keep every image's activations until told to fold them in batches
         extra_options = {**(extra_options or {}), "CalibMaxIntermediateOutputs": HISTOGRAM_BATCH}
+    if (
+        method == "percentile"
+        and activation_type == "uint8"
+        and "CalibTensorRangeSymmetric" not in (extra_options or {})
+    ):
+        # ONNX Runtime's percentile calibrator clips symmetrically around 0 unless told otherwise,
+        # which leaves half of a uint8 grid to negative values that SiLU/ReLU outputs barely have
+        # (YOLOX-Nano all 8-bit on the choosing half: 0.30 symmetric, 0.36 asymmetric mAP@.5:.95)
+        extra_options = {**(extra_options or {}), "CalibTensorRangeSymmetric": False}
     from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -649,6 +677,7 @@ def quantize_accuracy_aware(
     confirm: bool = True,
     margin: float | None = None,
     seed: int = 0,
+    resamples: int = DEFAULT_RESAMPLES,
 ) -> AccuracyAwareResult:
     """Static int8, validated against fp32 on COCO-annotated images, keeping sensitive parts back.
 
@@ -656,13 +685,17 @@ def quantize_accuracy_aware(
     mAP@.5:.95 drop is within ``max_map_drop``:
 
     0. with ``confirm`` (default) the validation images are split in two by a seeded shuffle
-       (``seed``): every decision below is taken on the *choosing* part, against the tolerance
-       less ``margin`` (default: half of ``max_map_drop``), and the chosen model is then scored
-       once on the *confirming* part, which no decision saw (``confirm_map_drop``,
-       ``confirmed``). A drop measured on a few dozen photos moves by several thousandths between
-       photo sets; the margin is there so that the drop on unseen photos stays within tolerance;
-    1. everything int8, calibrated with each of ``methods`` (default: min/max, percentile and
-       entropy; ``method`` alone restricts it to one) and, with ``moving_average=None``, with
+       (``seed``): every decision below is taken on the *choosing* part, and the chosen model is
+       then scored once on the *confirming* part, which no decision saw (``confirm_map_drop``,
+       ``confirmed``). An attempt must be within the tolerance less a margin. A drop measured on
+       a few dozen photos moves by a hundredth between photo sets, and by less the closer the two
+       models are, so by default (``margin=None``) each attempt's margin is measured:
+       :func:`~visionpipe.optimize.margin.margin_for` the bootstrap standard error of its drop
+       (``resamples`` resamples of the choosing images, seeded), about 2.3 standard errors, so
+       that the drop on as many unseen photos is within tolerance with ~95 % confidence. A number
+       gives every attempt that constant margin instead;
+    1. everything int8, calibrated with each of ``methods`` (default: min/max and percentile;
+       ``method`` alone restricts it to one) and, with ``moving_average=None``, with
        moving-average min/max ranges too; the best calibration is kept for every attempt that
        follows;
     2. the detection head in float (:func:`head_nodes` with ``head_count`` convolutions);
@@ -674,11 +707,14 @@ def quantize_accuracy_aware(
        sensitive first, and stays only if the mAP improved (measurements on a few dozen images
        are noisy, and adding a segment sometimes scores lower). Step 2 is a probe the later
        steps do not build on; the head is kept back there only if it measures sensitive.
+    4. with ``sensitive_as="int16"``, if nothing met the tolerance: every activation at 16 bits
+       (int8 weights), the int8 file closest to the float model, whatever the attempt budget.
 
     With ``max_size_ratio`` an attempt must also keep the file within that fraction of the fp32
     size: a segment whose float weights break the budget is put back to int8 and the next one is
-    tried. If no attempt is within tolerance, the one with the best int8 mAP (within the size
-    budget when one is) is kept and ``met_tolerance`` is False (nothing is raised). The chosen model is written to ``out_path`` with its sidecar spec.
+    tried. If no attempt is within tolerance, the one whose drop plus margin is smallest (within the
+    size budget when one is) is kept and ``met_tolerance`` is False (nothing is raised): the file
+    most likely to hold on unseen photos, not the luckiest score on the choosing part. The chosen model is written to ``out_path`` with its sidecar spec.
     Give validation images apart from the calibration images: the choice is tuned on them.
     """
     from visionpipe.optimize.sensitivity import bisect_sensitivity, conv_units
@@ -700,15 +736,21 @@ def quantize_accuracy_aware(
         val, confirm_val = [every_val[i] for i in choose_rows], [every_val[i] for i in confirm_rows]
     else:
         val = every_val
-    margin = max_map_drop / 2 if margin is None else float(margin)
-    target_drop = max_map_drop - margin
+    measure_margin = margin is None
+    fixed_margin = 0.0 if margin is None else float(margin)
+    ground_truth = load_annotations(annotations)
     if methods is None:
         methods = (method,) if method is not None else DEFAULT_LOOP_METHODS
     for name in methods:
         _calibration_method(name)  # a bad name fails before any work
     reader = ImageCalibrationReader(model, calibration_images)
-    fp32 = evaluate_model(model, val, annotations, conf, batch_size)
+    fp32 = evaluate_model(model, val, ground_truth, conf, batch_size)
     say(f"fp32 mAP@.5:.95 {fp32.map_50_95:.4f} on {len(val)} images (the choosing part)")
+    reference = (
+        ResampledScores(fp32.detections, ground_truth, image_ids_of(val, ground_truth), resamples, seed)
+        if measure_margin
+        else None
+    )
 
     attempts: list[Attempt] = []
     sensitivity: list[SegmentDrop] = []
@@ -723,7 +765,7 @@ def quantize_accuracy_aware(
             calibrations += [(name, average) for average in averages]
         calibration: dict[str, Any] = {"method": calibrations[0][0], "moving_average": calibrations[0][1]}
 
-        def quantized_map(excluded: Sequence[str], target: Path) -> tuple[float, float]:
+        def quantized_map(excluded: Sequence[str], target: Path) -> CocoEvaluation:
             quantize_static_int8(
                 prepared_model,
                 reader,
@@ -739,12 +781,13 @@ def quantize_accuracy_aware(
                 calibration_cache=workdir / f"calibration-{calibration['method']}-{calibration['moving_average']}.json",
                 moving_average=calibration["moving_average"],
             )
-            evaluation = evaluate_model(with_weights(model, target), val, annotations, conf, batch_size)
-            return evaluation.map_50_95, evaluation.map_50
+            return evaluate_model(with_weights(model, target), val, ground_truth, conf, batch_size)
 
         def attempt(excluded: Sequence[str], reason: str) -> bool:
             candidate = workdir / f"attempt{len(attempts)}.onnx"
-            map_50_95, map_50 = quantized_map(excluded, candidate)
+            evaluation = quantized_map(excluded, candidate)
+            map_50_95, map_50 = evaluation.map_50_95, evaluation.map_50
+            spread = reference.drop_spread(evaluation.detections) if reference is not None else None
             attempts.append(
                 Attempt(
                     len(excluded),
@@ -756,23 +799,30 @@ def quantize_accuracy_aware(
                     candidate,
                     calibration["moving_average"],
                     calibration["method"],
+                    spread,
+                    fixed_margin if spread is None else margin_for(spread),
                 )
             )
             size_ratio = candidate.stat().st_size / fp32_size
-            say(f"attempt {len(attempts)} ({reason}): int8 mAP@.5:.95 {map_50_95:.4f}, {size_ratio:.2f}x size")
-            return fp32.map_50_95 - map_50_95 <= target_drop and within_size(attempts[-1])
+            noise = "" if spread is None else f" ± {spread:.4f}"
+            say(
+                f"attempt {len(attempts)} ({reason}): int8 mAP@.5:.95 {map_50_95:.4f}, drop "
+                f"{fp32.map_50_95 - map_50_95:+.4f}{noise} (+ margin {attempts[-1].margin:.4f}), {size_ratio:.2f}x size"
+            )
+            return attempts[-1].upper_drop(fp32.map_50_95) <= max_map_drop and within_size(attempts[-1])
 
         def within_size(candidate: Attempt) -> bool:
             return max_size_ratio is None or candidate.size_bytes <= max_size_ratio * fp32_size
 
         kept = "in float" if sensitive_as == "float" else "with 16-bit activations"
 
-        def step(nodes: list[str], reason: str, first: bool = False) -> bool:
+        def step(nodes: list[str], reason: str, first: bool = False, last: bool = False) -> bool:
             """One set of kept nodes: the first step tries every calibration (until one is within
-            tolerance) and the best of them is kept; later steps use that one."""
+            tolerance) and the best of them is kept; later steps use that one. The first and the
+            last resort are made whatever the attempt budget."""
             start = len(attempts)
             for name, average in calibrations if first else [(calibration["method"], calibration["moving_average"])]:
-                if len(attempts) >= max_attempts and not first:
+                if len(attempts) >= max_attempts and not (first or last):
                     break
                 calibration.update(method=name, moving_average=average)
                 if attempt(nodes, f"{reason}, {_calibration_label(name, average)}"):
@@ -795,7 +845,7 @@ def quantize_accuracy_aware(
             def drop_when_only(nodes: list[str]) -> float:
                 keep = set(nodes)
                 scratch = workdir / f"segment{next(counter)}.onnx"
-                map_50_95, _ = quantized_map([n for n in named if n not in keep], scratch)
+                map_50_95 = quantized_map([n for n in named if n not in keep], scratch).map_50_95
                 scratch.unlink(missing_ok=True)
                 return fp32.map_50_95 - map_50_95
 
@@ -805,7 +855,9 @@ def quantize_accuracy_aware(
                 measured.append(SegmentDrop(segment, drop))
                 say(f"only {segment.label} int8: mAP drop {drop:+.4f}")
 
-            threshold = max(target_drop / 2, 0.002)
+            # a segment matters when it alone costs a quarter of the tolerance (a measured margin is
+            # not known before the attempt, so half the tolerance stands in for it)
+            threshold = max((max_map_drop - (max_map_drop / 2 if measure_margin else fixed_margin)) / 2, 0.002)
             sensitivity = bisect_sensitivity(
                 conv_units(prepared),
                 drop_when_only,
@@ -837,11 +889,14 @@ def quantize_accuracy_aware(
                         [*candidates, *((h.segment.label, h) for h in halves)], key=lambda c: -c[1].map_drop
                     )
                 # else: no better than without it, so the segment goes back to 8 bits
+        if not met and sensitive_as == "int16":
+            every_node = [node.name for node in load_onnx(prepared).graph.node if node.name]
+            met = step(every_node, "every activation 16-bit (int8 weights)", last=True)
         if met:
             chosen = len(attempts) - 1
-        else:  # best mAP within the size budget, fewer excluded nodes on ties
+        else:  # the smallest drop plus margin within the size budget, fewer excluded nodes on ties
             allowed = [i for i in range(len(attempts)) if within_size(attempts[i])] or range(len(attempts))
-            chosen = max(allowed, key=lambda i: (attempts[i].map_50_95, -attempts[i].excluded_count))
+            chosen = min(allowed, key=lambda i: (attempts[i].upper_drop(fp32.map_50_95), attempts[i].excluded_count))
         shutil.move(str(attempts[chosen].path), str(out))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -850,10 +905,15 @@ def quantize_accuracy_aware(
     copy_metadata(load_onnx(model_path), out)
     spec_path = write_sidecar_spec(model, out)
     best = attempts[chosen]
-    confirm_fp32 = confirm_int8 = None
+    confirm_fp32 = confirm_int8 = confirm_spread = None
     if confirm_val:
-        confirm_fp32 = evaluate_model(model, confirm_val, annotations, conf, batch_size).map_50_95
-        confirm_int8 = evaluate_model(with_weights(model, out), confirm_val, annotations, conf, batch_size).map_50_95
+        fp32_confirming = evaluate_model(model, confirm_val, ground_truth, conf, batch_size)
+        int8_confirming = evaluate_model(with_weights(model, out), confirm_val, ground_truth, conf, batch_size)
+        confirm_fp32, confirm_int8 = fp32_confirming.map_50_95, int8_confirming.map_50_95
+        if measure_margin:
+            confirm_ids = image_ids_of(confirm_val, ground_truth)
+            confirm_reference = ResampledScores(fp32_confirming.detections, ground_truth, confirm_ids, resamples, seed)
+            confirm_spread = confirm_reference.drop_spread(int8_confirming.detections)
         say(
             f"confirming part ({len(confirm_val)} unseen images): fp32 {confirm_fp32:.4f}, int8 {confirm_int8:.4f}, "
             f"drop {confirm_fp32 - confirm_int8:+.4f}"
@@ -875,11 +935,15 @@ def quantize_accuracy_aware(
         spec_path=spec_path,
         sensitivity=[(leaf.segment.label, len(leaf.nodes), leaf.map_drop) for leaf in sensitivity],
         kept_as=sensitive_as,
-        margin=margin,
+        margin=best.margin,
         confirm_images=len(confirm_val),
         confirm_fp32_map=confirm_fp32,
         confirm_int8_map=confirm_int8,
         calibration=_calibration_label(best.method, best.moving_average),
+        spread=best.spread,
+        confirm_spread=confirm_spread,
+        choose_image_names=[Path(p).name for p in val],
+        confirm_image_names=[Path(p).name for p in confirm_val],
     )
 
 

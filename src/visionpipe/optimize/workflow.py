@@ -210,9 +210,15 @@ def _static_int8(
         confirmed_on_images=report.confirm_images,
         **{"confirm mAP@.5:.95": report.confirm_int8_map, "confirm fp32 mAP@.5:.95": report.confirm_fp32_map},
         confirmed=report.confirmed,
+        margin=report.margin,
+        drop_standard_error=report.spread,
+        confirm_drop_standard_error=report.confirm_spread,
+        chosen_on=report.choose_image_names,
+        confirmed_on=report.confirm_image_names,
         excluded_nodes=report.excluded_nodes,
         attempts=[
-            {"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count} for a in report.attempts
+            {"reason": a.reason, "mAP@.5:.95": a.map_50_95, "excluded": a.excluded_count, "margin": a.margin}
+            for a in report.attempts
         ],
         skipped_calibration_images=len(report.skipped_calibration_images),
     )
