@@ -738,7 +738,7 @@ def quantize_accuracy_aware(
         val = every_val
     measure_margin = margin is None
     fixed_margin = 0.0 if margin is None else float(margin)
-    ground_truth = load_annotations(annotations)
+    ground_truth = load_annotations(annotations if isinstance(annotations, Mapping) else Path(annotations))
     if methods is None:
         methods = (method,) if method is not None else DEFAULT_LOOP_METHODS
     for name in methods:
