@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 import ray
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from visionpipe.distributed.ray_serve import APP_NAME, start_ray_serve, stop_ray_serve
@@ -23,6 +24,20 @@ def repository(tmp_path_factory, asset):
     root = tmp_path_factory.mktemp("repository")
     write_version(root, "yolox", "1", asset("models/yolox_nano_416_coco.onnx"), "yolox")
     return root
+
+
+def detect_requests(exposition: str, status: str) -> float:
+    """The image route's request count with ``status`` in a Prometheus text exposition."""
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if (
+                sample.name.endswith("_total")
+                and sample.labels.get("route") == "detect"
+                and sample.labels.get("status") == status
+            ):
+                total += sample.value
+    return total
 
 
 def test_ray_serve_replicas_answer_like_the_plain_server(repository, asset):
@@ -61,8 +76,14 @@ def test_ray_serve_replicas_answer_like_the_plain_server(repository, asset):
                 assert on_ray.post("/v1/models/yolox/detect", **bad).status_code == (
                     plain.post("/v1/models/yolox/detect", **bad).status_code
                 )
-                metrics = on_ray.get("/metrics")
-                assert metrics.status_code == 200 and "visionpipe_" in metrics.text
+                # metrics are summed over both replicas: every scrape, whichever replica answers it,
+                # counts all the detections answered so far (3 photos, twice more below)
+                for photo in photos[:2]:
+                    assert on_ray.post("/v1/models/yolox/detect", content=photo.read_bytes(), headers=headers)
+                for _ in range(4):
+                    metrics = on_ray.get("/metrics")
+                    assert metrics.status_code == 200
+                    assert detect_requests(metrics.text, "200") == len(photos) + 2, metrics.text
     finally:
         stop_ray_serve()
         ray.shutdown()
