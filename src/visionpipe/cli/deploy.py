@@ -26,7 +26,7 @@ def deploy(
     out: Path | None = typer.Option(None, "--out", help="Folder for plan.md, plan.json and the bundle."),
     calibration: Path | None = typer.Option(None, "--calibration", exists=True, help="int8 calibration images."),
     calibration_count: int = typer.Option(
-        32, "--calibration-count", min=1, help="Calibration images used, the first N."
+        128, "--calibration-count", min=1, help="Calibration images used, the first N (as optimize)."
     ),
     validate: Path | None = typer.Option(
         None, "--validate", exists=True, dir_okay=False, help="COCO json of the validation images."
