@@ -33,7 +33,7 @@ from visionpipe.optimize import (
     quantize_static_int8,
 )
 from visionpipe.optimize.margin import ResampledScores, margin_for
-from visionpipe.optimize.quantize import _prepare
+from visionpipe.optimize.quantize import _prepare, minmax_ranges
 from visionpipe.optimize.sensitivity import conv_units
 from visionpipe.pipeline import Pipeline
 from visionpipe.preprocess import preprocess
@@ -451,6 +451,39 @@ def test_int16_activation_nodes_tiny(tiny, tmp_path):
 
     with pytest.raises(OptimizationError, match="no nodes named"):
         quantize_static_int8(model, calib, tmp_path / "bad.onnx", int16_activation_nodes=["nope"])
+
+
+def test_int16_activations_take_full_minmax_ranges(tiny, tmp_path):
+    """Moving-average ranges help 8 bits and only clip at 16: with ``int16_ranges`` the 16-bit
+    tensors get the extremes over the calibration images, checked against NumPy's min/max."""
+    model_path, calib = tiny
+    model = load_model(model_path)
+    reader = ImageCalibrationReader(model, calib)
+    ranges = minmax_ranges(model, reader)
+    graph = onnx.load(str(model_path))
+    graph.graph.output.append(helper.make_tensor_value_info("r1", onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    tensors = [preprocess(cv2.imread(str(p)), model.input_hw, model.preprocess)[0][None] for p in calib]
+    relu = np.concatenate([session.run(["r1"], {"images": t})[0].ravel() for t in tensors])
+    assert ranges["r1"] == pytest.approx((0.0, float(relu.max())), rel=1e-5)
+
+    def r1_scale(path: Path) -> float:
+        quantized = onnx.load(str(path)).graph
+        producers = {o: n for n in quantized.node for o in n.output}
+        values = {t.name: numpy_helper.to_array(t) for t in quantized.initializer}
+        dequantize = producers[next(n for n in quantized.node if n.name == "conv2").input[0]]
+        assert values[dequantize.input[2]].dtype == np.uint16
+        return float(values[dequantize.input[1]])
+
+    nodes = ["conv1", "relu1"]
+    full = quantize_static_int8(
+        model, reader, tmp_path / "full.onnx", moving_average=True, int16_activation_nodes=nodes, int16_ranges=ranges
+    )
+    averaged = quantize_static_int8(
+        model, reader, tmp_path / "avg.onnx", moving_average=True, int16_activation_nodes=nodes
+    )
+    assert r1_scale(full.path) == pytest.approx(float(relu.max()) / 65535, rel=1e-4)
+    assert r1_scale(averaged.path) < r1_scale(full.path) * 0.99  # the moving average clipped
 
 
 def test_nothing_is_written_to_the_working_directory(tiny, tmp_path, monkeypatch):
