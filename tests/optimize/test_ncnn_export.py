@@ -158,3 +158,13 @@ def test_the_ncnn_runtime_names_what_is_wrong_with_its_files(tmp_path, monkeypat
     (tmp_path / "out" / "focus.ncnn.bin").write_bytes(b"")
     with pytest.raises(MissingExtraError, match=r"pip install 'visionpipe\[ncnn\]'"):
         open_backend(written.path)
+
+
+def test_conversion_without_pnnx_names_the_export_extra(monkeypatch):
+    """The runtime extra is small (a device needs only ncnn); converting needs pnnx, which pulls in
+    torch, so its own extra is the one named."""
+    from visionpipe.optimize import ncnn_export
+
+    monkeypatch.setattr(ncnn_export.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'visionpipe\[ncnn-export\]'"):
+        ncnn_export.pnnx_executable()

@@ -350,7 +350,7 @@ def _openvino_candidate(build: Candidate, say: Progress, prefix: str) -> Candida
 
 
 def ncnn_available() -> bool:
-    """Whether the ``ncnn`` extra (the ncnn runtime and the pnnx converter) is installed."""
+    """Whether the ``ncnn-export`` extra (the ncnn runtime and the pnnx converter) is installed."""
     import importlib.util
 
     return all(importlib.util.find_spec(name) is not None for name in ("ncnn", "pnnx"))
@@ -368,7 +368,7 @@ def _ncnn_candidate(build: Candidate, fp32: Candidate, say: Progress, prefix: st
         derived_from=str(fp32.path),
     )
     if not ncnn_available():
-        candidate.error = "not built: the ncnn extra is not installed (pip install 'visionpipe[ncnn]')"
+        candidate.error = "not built: the ncnn-export extra is not installed (pip install 'visionpipe[ncnn-export]')"
         return candidate
     from visionpipe.optimize.ncnn_export import to_ncnn
 

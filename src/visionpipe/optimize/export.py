@@ -6,7 +6,7 @@ Every function writes a new file and checks it before handing it over::
     make_batch_dynamic("yolox_nano_416_coco.onnx", "yolox_dyn.onnx")   # batch of 8 vs 8 single runs
     simplify("yolox_dyn.onnx", "yolox_slim.onnx")           # onnxslim, outputs compared on one input
     to_openvino("yolox_slim.onnx", "ir/")                   # needs visionpipe[openvino]
-    to_ncnn("yolox_slim.onnx", "ncnn/")                     # pnnx, needs visionpipe[ncnn]
+    to_ncnn("yolox_slim.onnx", "ncnn/")                     # pnnx, needs visionpipe[ncnn-export]
     build_tensorrt_engine("yolox_slim.onnx", "yolox.engine", fp16=True)  # visionpipe[tensorrt] + GPU
 
 * The source model is never written: an ``out_path`` naming the source is refused.

@@ -1,7 +1,7 @@
 """ONNX to NCNN with pnnx: ``<out_dir>/<stem>.ncnn.param`` + ``.ncnn.bin``, checked against ONNX Runtime.
 
-Needs ``pip install 'visionpipe[ncnn]'`` (the ``ncnn`` runtime and the ``pnnx`` converter, whose
-command-line tool reads ONNX files directly)::
+Needs ``pip install 'visionpipe[ncnn-export]'`` (the ``ncnn`` runtime and the ``pnnx`` converter, whose
+command-line tool reads ONNX files directly; its package requires torch)::
 
     to_ncnn("yolox_nano_416_coco.onnx", "ncnn/")             # fp32 weights
     to_ncnn("yolox_nano_416_coco.onnx", "ncnn/", fp16=True)  # fp16 weights (computed in fp32 on load)
@@ -71,12 +71,14 @@ def pnnx_executable() -> Path:
     whose ``__init__`` imports torch)."""
     spec = importlib.util.find_spec("pnnx")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingExtraError("pnnx", "ncnn", "NCNN conversion")
+        raise MissingExtraError("pnnx", "ncnn-export", "NCNN conversion")
     folder = Path(next(iter(spec.submodule_search_locations)))
     for name in ("pnnx", "pnnx.exe"):
         if (folder / name).is_file():
             return folder / name
-    raise MissingExtraError("pnnx", "ncnn", "NCNN conversion (the pnnx package has no pnnx tool for this platform)")
+    raise MissingExtraError(
+        "pnnx", "ncnn-export", "NCNN conversion (the pnnx package has no pnnx tool for this platform)"
+    )
 
 
 def to_ncnn(
@@ -98,7 +100,7 @@ def to_ncnn(
     try:
         import ncnn  # noqa: F401  (the check runs the converted model)
     except ImportError as exc:
-        raise MissingExtraError("ncnn", "ncnn", "NCNN conversion") from exc
+        raise MissingExtraError("ncnn", "ncnn-export", "NCNN conversion") from exc
     tool = pnnx_executable()
     source = Path(source)
     model = load_onnx(source, f"convert {source} to NCNN")
