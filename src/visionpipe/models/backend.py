@@ -39,6 +39,9 @@ class Backend(ABC):
     """
 
     runtime: ClassVar[str] = ""
+    # whether the constructor takes ``input_size``: runtimes whose files do not record their input
+    # size (TorchScript, NCNN) need it; the others read it from the file
+    takes_input_size: ClassVar[bool] = False
     path: Path
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
@@ -54,6 +57,8 @@ class Backend(ABC):
         input_size: tuple[int, int] | None = None,
     ) -> Backend:
         """Open a model file; ``input_size`` is a hint for runtimes whose files do not record it."""
+        if cls.takes_input_size:
+            return cls(path, device=device, intra_op_threads=intra_op_threads, input_size=input_size)  # type: ignore[call-arg]
         return cls(path, device=device, intra_op_threads=intra_op_threads)  # type: ignore[call-arg]
 
     @abstractmethod

@@ -30,6 +30,7 @@ class NcnnBackend(Backend):
     """An NCNN network behind the :class:`Backend` interface (CPU)."""
 
     runtime = "ncnn"
+    takes_input_size = True
 
     def __init__(
         self,
@@ -78,17 +79,6 @@ class NcnnBackend(Backend):
             ) from exc
         self.inputs = [TensorInfo(self.input_name, (1, channels, height, width), np.dtype(np.float32))]
         self.outputs = [TensorInfo(n, tuple(o.shape), o.dtype) for n, o in zip(self.output_names, probe)]
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        device: str = "cpu",
-        intra_op_threads: int = 0,
-        input_size: tuple[int, int] | None = None,
-    ) -> Backend:
-        return cls(path, device=device, intra_op_threads=intra_op_threads, input_size=input_size)
 
     def forward(self, tensor: np.ndarray) -> list[np.ndarray]:
         if tensor.shape[0] != 1:

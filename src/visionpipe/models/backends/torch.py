@@ -32,6 +32,7 @@ class TorchScriptBackend(Backend):
     """
 
     runtime = "torch"
+    takes_input_size = True
 
     def __init__(
         self,
@@ -96,17 +97,6 @@ class TorchScriptBackend(Backend):
             TensorInfo(f"output{i}", ((None, *o.shape[1:]) if dynamic and o.ndim else tuple(o.shape)), o.dtype)
             for i, o in enumerate(one)
         ]
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        *,
-        device: str = "cpu",
-        intra_op_threads: int = 0,
-        input_size: tuple[int, int] | None = None,
-    ) -> Backend:
-        return cls(path, device=device, intra_op_threads=intra_op_threads, input_size=input_size)
 
     def forward(self, tensor: np.ndarray) -> list[np.ndarray]:
         return self._run(tensor)
