@@ -4,6 +4,7 @@ are the credited files, and NOTICE names every one of them."""
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import zipfile
@@ -54,3 +55,55 @@ def test_builtin_model_is_the_credited_yolox_nano(asset):
     shipped = (REPO / "src" / SHIPPED[0]).read_bytes()
     assert shipped == asset("models/yolox_nano_416_coco.onnx").read_bytes()
     assert hashlib.sha256(shipped).hexdigest() in (REPO / "NOTICE").read_text(encoding="utf-8")
+
+
+def _extras() -> dict[str, set[str]]:
+    """Each extra of pyproject.toml with the extras it pulls in, transitively."""
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    direct = {
+        name: {
+            inner
+            for req in reqs
+            for m in [re.match(r"visionpipe\[([\w,-]+)\]", req)]
+            if m
+            for inner in m.group(1).split(",")
+        }
+        for name, reqs in declared.items()
+    }
+    closure: dict[str, set[str]] = {}
+    for name in direct:
+        seen, todo = set(), [name]
+        while todo:
+            for inner in direct[todo.pop()]:
+                if inner not in seen:
+                    seen.add(inner)
+                    todo.append(inner)
+        closure[name] = seen
+    return closure
+
+
+def test_no_extra_includes_itself_and_every_named_extra_exists():
+    extras = _extras()
+    assert [name for name, inner in extras.items() if name in inner] == []
+    for name, inner in extras.items():
+        assert inner <= extras.keys(), f"{name} pulls in undeclared extras {inner - extras.keys()}"
+    source = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "src" / "visionpipe").rglob("*.py"))
+    named = set(re.findall(r'MissingExtraError\(\s*"[^"]+",\s*"([\w-]+)"', source))
+    named |= set(re.findall(r'\bextra="([\w-]+)"', source)) - {"forbid", "mnn"}  # mnn: the docstring's example plugin
+    assert named, "found no extra named in the source"
+    assert named <= extras.keys(), f"errors name extras pyproject.toml lacks: {named - extras.keys()}"
+
+
+# What the test extra deliberately leaves out: hardware the CI machine lacks, a package only the
+# README's adapter section needs, and torch, which the test command names as the CPU build.
+NOT_TESTED_IN_CI = {"gpu", "tensorrt", "fiftyone", "torch"}
+
+
+def test_the_test_extra_installs_every_extra_the_tests_exercise():
+    """So a test of an optional feature never meets its missing-extra error in CI (the NCNN
+    converter once moved to its own extra and the test extra kept the old one)."""
+    extras = _extras()
+    missing = set(extras) - {"test"} - NOT_TESTED_IN_CI - extras["test"]
+    assert missing == set(), f"the test extra does not install: {sorted(missing)}"
