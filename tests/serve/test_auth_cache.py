@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from visionpipe.errors import ServeConfigError
 from visionpipe.serve.auth import ApiKeys, RateLimiter, is_loopback, new_key, presented_key
-from visionpipe.serve.cache import ResponseCache, body_key
+from visionpipe.serve.cache import ResponseCache, body_key, content_key
 from visionpipe.serve.config import ServeConfig
 
 
@@ -65,3 +66,17 @@ def test_cache_is_lru_with_ttl():
     assert cache.get("a") is None and len(cache) == 1
     assert ResponseCache(max_entries=0).get("x") is None
     assert body_key(b"ab", "c") != body_key(b"a", "bc")
+
+
+def test_content_key_names_what_the_model_would_see():
+    jpeg, other = b"\xff\xd8 one photo", b"\xff\xd8 another photo"
+    assert content_key([jpeg]) == content_key([bytearray(jpeg)])
+    assert content_key([jpeg]) != content_key([other])
+    assert content_key([jpeg, other]) != content_key([other, jpeg])  # order is part of the answer
+    frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    flipped = frame[..., ::-1]  # a view, not contiguous: read as the pixels it shows
+    assert content_key([flipped]) == content_key([flipped.copy()])
+    assert content_key([flipped]) != content_key([frame])
+    assert content_key([frame]) != content_key([frame.reshape(6, 4, 3)])  # same bytes, other shape
+    assert content_key([frame.tobytes()]) != content_key([frame])  # a file is not a frame
+    assert content_key(["photo.jpg"]) is None  # anything else is not cached

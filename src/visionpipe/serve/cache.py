@@ -1,7 +1,9 @@
 """A response cache: least recently used entries, each valid for ``ttl`` seconds.
 
-Keys are built by the caller from the request body's hash, the model version and the request's
-parameters, so two requests share an entry only when they would compute the same thing.
+Keys are built from the images' content (:func:`content_key`), the model version and the request's
+parameters, so two requests share an entry only when they would compute the same thing. Keys are
+computed only when the cache is on: hashing a 140 kB JPEG costs about 80 us, a decoded 640x480
+frame about 0.5 ms.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
+
+import numpy as np
 
 
 def body_key(*parts: bytes | str) -> str:
@@ -21,6 +25,22 @@ def body_key(*parts: bytes | str) -> str:
         data = part.encode() if isinstance(part, str) else part
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
+    return digest.hexdigest()
+
+
+def content_key(images: Sequence[Any]) -> str | None:
+    """What identifies a request's images: encoded files by their bytes, decoded frames by their
+    shape and pixels (read in place, no copy); None when an image is neither (not cached)."""
+    digest = hashlib.sha256()
+    for image in images:
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            digest.update(b"file")
+            digest.update(hashlib.sha256(image).digest())
+        elif isinstance(image, np.ndarray):
+            digest.update(f"array{image.shape}{image.dtype}".encode())
+            digest.update(hashlib.sha256(np.ascontiguousarray(image).data).digest())
+        else:
+            return None
     return digest.hexdigest()
 
 

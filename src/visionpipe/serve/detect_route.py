@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import time
 from typing import Any
@@ -182,7 +181,6 @@ def detect_router(state: Any) -> Any:
             version=version,
             sticky=request.headers.get(config.sticky_header),
             timeout=None if deadline_ms is None else deadline_ms / 1000,
-            cache_key=hashlib.sha256(image).hexdigest(),
         )
         request.scope["state"]["served"] = (outcome.model, outcome.version, "detect")
         request_id = request.scope["state"].get("request_id")

@@ -19,7 +19,6 @@ comma-separated string), ``timeout`` (microseconds, Triton's), ``color_order``, 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -88,15 +87,14 @@ def parse_classes(value: Any) -> tuple[int | str, ...] | None:
 
 def images_from(
     request: InferenceRequest, data: dict[str, bytes | None], max_pixels: int, max_images: int
-) -> tuple[list[Any], bytes]:
-    """The request's images (encoded bytes or BGR arrays) and the bytes that identify them (cache key)."""
+) -> list[Any]:
+    """The request's images: encoded bytes or BGR arrays."""
     if len(request.inputs) != 1:
         raise TensorError(f"give exactly one input (UINT8 images or BYTES files), got {len(request.inputs)}")
     tensor = request.inputs[0]
     binary = data[tensor.name]
     if tensor.datatype == "BYTES":
-        files = bytes_tensor(tensor, binary, max_images)
-        return files, b"".join(hashlib.sha256(f).digest() for f in files)
+        return bytes_tensor(tensor, binary, max_images)
     if tensor.datatype != "UINT8":
         raise TensorError(
             f"input {tensor.name!r} is {tensor.datatype}; send UINT8 [B, H, W, 3] images or BYTES encoded files"
@@ -116,9 +114,7 @@ def images_from(
         raise TensorError(f"color_order must be 'bgr' or 'rgb', got {order!r}")
     if order == "rgb":
         array = array[..., ::-1]
-    images = [np.ascontiguousarray(image) for image in array]
-    identity = hashlib.sha256(array.tobytes()).digest() + repr(shape).encode()
-    return images, identity
+    return [np.ascontiguousarray(image) for image in array]
 
 
 def detection_tensors(outcome: Outcome) -> dict[str, np.ndarray]:
@@ -275,7 +271,7 @@ def protocol_router(state: Any) -> Any:
         infer_request = parsed.request
         parameters = infer_request.parameters or {}
         thresholds = thresholds_from(parameters)
-        images, identity = images_from(infer_request, input_data(parsed), config.max_pixels, config.batching.max_queue)
+        images = images_from(infer_request, input_data(parsed), config.max_pixels, config.batching.max_queue)
         timeout = parameters.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
             raise TensorError(f"parameter 'timeout' must be microseconds >= 0, got {timeout!r}")
@@ -290,7 +286,6 @@ def protocol_router(state: Any) -> Any:
             version=version,
             sticky=request.headers.get(config.sticky_header),
             timeout=None if not timeout else timeout / 1e6,
-            cache_key=identity.hex(),
         )
         request.scope["state"]["served"] = (outcome.model, outcome.version, "infer")
         binary_default = parameters.get("binary_data_output") is True

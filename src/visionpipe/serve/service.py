@@ -19,7 +19,7 @@ from visionpipe.detections import Detections
 from visionpipe.errors import DeadlineExceededError, ImageDecodeError, InputShapeError, QueueFullError, SpecError
 from visionpipe.io.images import ImageInput, decode_image
 from visionpipe.results import Result, StageTimes
-from visionpipe.serve.cache import ResponseCache, body_key
+from visionpipe.serve.cache import ResponseCache, body_key, content_key
 from visionpipe.serve.config import ServeConfig
 from visionpipe.serve.logs import request_id_var
 from visionpipe.serve.metrics import Metrics
@@ -101,7 +101,6 @@ class DetectionService:
         version: str | None = None,
         sticky: str | None = None,
         timeout: float | None = None,
-        cache_key: str | None = None,
     ) -> Outcome:
         """Detections for ``images`` (encoded bytes or BGR arrays) from a model (or its fallback).
 
@@ -111,7 +110,7 @@ class DetectionService:
         arrived = self.clock()
         with self.repository.lease(model, version, sticky) as primary:
             try:
-                return await self._run(primary, images, thresholds, timeout, cache_key, arrived)
+                return await self._run(primary, images, thresholds, timeout, arrived)
             except CLIENT_ERRORS + (QueueFullError,):
                 raise
             except Exception as exc:
@@ -129,7 +128,7 @@ class DetectionService:
                 )
                 self.metrics.fallbacks.labels(primary.name).inc()
         with self.repository.lease(fallback_name, None, sticky) as backup:
-            outcome = await self._run(backup, images, thresholds, timeout, cache_key, self.clock())
+            outcome = await self._run(backup, images, thresholds, timeout, self.clock())
             outcome.fallback_from = model
             return outcome
 
@@ -146,7 +145,6 @@ class DetectionService:
         images: Sequence[ImageInput],
         thresholds: Thresholds,
         timeout: float | None,
-        cache_key: str | None,
         arrived: float,
     ) -> Outcome:
         runner = loaded.runner
@@ -156,9 +154,10 @@ class DetectionService:
             None if thresholds.classes is None else list(thresholds.classes),
             thresholds.max_det,
         )
+        content = content_key(images) if self.cache.enabled else None
         key = None
-        if cache_key is not None and self.cache.enabled:
-            key = body_key(cache_key, loaded.name, loaded.version, thresholds.key())
+        if content is not None:
+            key = body_key(content, loaded.name, loaded.version, thresholds.key())
             hit = self.cache.get(key)
             self.metrics.cache.labels("hit" if hit is not None else "miss").inc()
             if hit is not None:
