@@ -210,8 +210,12 @@ class AppState:
 
 
 def worker_threads() -> int:
-    """Threads for the blocking stages of requests (decode, post-processing): 4 per core, at least 8."""
-    return max(8, 4 * (os.cpu_count() or 1))
+    """Threads for the blocking stages of requests (decode, post-processing): 2 per core.
+
+    One per core does the CPU work while as many wait on inference (a lone request is inferred in
+    its own thread). More only add contention: at concurrency 8 on 2 cores, 8 threads served
+    0.81x the in-process throughput, 4 threads 0.87x (benchmarks/serve_load.py)."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int | None = None) -> Any:
@@ -227,7 +231,7 @@ def create_app(config: ServeConfig, *, state: AppState | None = None, seed: int 
     async def lifespan(app: Any) -> AsyncIterator[None]:
         import anyio.to_thread
 
-        # decoding and post-processing threads: enough to keep the lanes fed; anyio's default of 40
+        # decoding and post-processing threads: enough to keep the cores busy; anyio's default of 40
         # only added GIL contention and a malloc arena per thread (RSS crept up under overload)
         anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads()
         await anyio.to_thread.run_sync(state.start)
