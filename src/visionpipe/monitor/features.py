@@ -4,7 +4,7 @@ Every feature is one float per image (NaN where it is undefined, e.g. the mean c
 image without detections). Image statistics are taken on a copy shrunk so that its longer side is
 ``SMALL_SIDE`` pixels (colour statistics on every other pixel of it); ``blockiness`` and ``noise``
 read every ``ROW_STEP``-th full-resolution row instead, because JPEG's 8x8 block grid and pixel
-noise do not survive downscaling. About 0.3 ms of CPU per 640x480 frame.
+noise do not survive downscaling. About 0.2 ms of CPU per 640x480 frame.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 
 from visionpipe.detections import Detections
 
-SMALL_SIDE = 160
+SMALL_SIDE = 128
 DARK_LEVEL = 16  # gray level at or below which a pixel counts as clipped dark
 BRIGHT_LEVEL = 239  # ... at or above which it counts as clipped bright
-ROW_STEP = 8  # blockiness and noise read every 8th row of the full-resolution image
+ROW_STEP = 16  # blockiness and noise read every 16th row of the full-resolution image
 
 IMAGE_FEATURES = (
     "brightness",
@@ -183,23 +183,25 @@ def prediction_features(
             "box_area_mean": nan,
             "box_aspect_mean": nan,
         }
+    # sums over n rather than .mean(): NumPy's mean costs several microseconds more per call, and
+    # this runs for every image on the caller's thread
     conf = detections.confidence
     xyxy = detections.xyxy
     w = xyxy[:, 2] - xyxy[:, 0]
     h = xyxy[:, 3] - xyxy[:, 1]
     area = nan
     if image_size is not None and image_size[0] > 0 and image_size[1] > 0:
-        area = float((w * h).mean()) / (image_size[0] * image_size[1])
+        area = float((w * h).sum()) / n / (image_size[0] * image_size[1])
     aspect = w / np.maximum(h, 1e-6)
     return {
         "count": float(n),
         "empty": 0.0,
-        "confidence_mean": float(conf.mean()),
+        "confidence_mean": float(conf.sum()) / n,
         "confidence_min": float(conf.min()),
         "confidence_max": float(conf.max()),
         "low_confidence_share": float(np.count_nonzero(conf < low_confidence)) / n,
         "box_area_mean": area,
-        "box_aspect_mean": float(aspect.mean()),
+        "box_aspect_mean": float(aspect.sum()) / n,
     }
 
 
