@@ -153,3 +153,11 @@ def test_a_time_range_past_retention_is_checked_on_the_window_histograms(tmp_pat
     table = table[:, table.sum(axis=0) > 0]
     assert chi2.statistic == pytest.approx(stats.chi2_contingency(table, correction=False)[0], rel=1e-12)
     assert dark.levels["count_mean"] == 1.0
+
+
+def test_detections_written_as_decimal_lists_still_read():
+    """Stores written before detections were base64 keep their decimal lists."""
+    text = '{"xyxy":[1.5,2.0,30.25,40.0],"confidence":[0.30000001192092896],"class_id":[2]}'
+    back = decode_detections(text, ("a", "b", "c"))
+    assert back.xyxy.tolist() == [[1.5, 2.0, 30.25, 40.0]] and back.class_names[back.class_id[0]] == "c"
+    assert back.confidence.dtype == np.float32 and back.confidence[0] == np.float32(0.3)

@@ -10,6 +10,7 @@ before it is committed, which is when a record counts as acknowledged.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import logging
@@ -341,12 +342,14 @@ class Monitor:
 
 
 def encode_detections(detections: Detections) -> str:
-    """Detections as compact JSON (float32 values survive exactly: float32 -> float64 -> repr)."""
+    """Detections as a short JSON text: the float32 boxes and scores and the int32 class ids as
+    little-endian base64, exact by construction. (Decimal JSON lists cost 45 us per image to
+    write, most of the writer's work, for 9 detections.)"""
     return json.dumps(
         {
-            "xyxy": detections.xyxy.astype(np.float64).ravel().tolist(),
-            "confidence": detections.confidence.astype(np.float64).tolist(),
-            "class_id": detections.class_id.tolist(),
+            "xyxy": _b64(detections.xyxy, "<f4"),
+            "confidence": _b64(detections.confidence, "<f4"),
+            "class_id": _b64(detections.class_id, "<i4"),
         },
         separators=(",", ":"),
     )
@@ -354,12 +357,23 @@ def encode_detections(detections: Detections) -> str:
 
 def decode_detections(text: str, class_names: tuple[str, ...] = ()) -> Detections:
     data = json.loads(text)
+
+    def column(name: str, dtype: str) -> np.ndarray:
+        value = data[name]
+        if isinstance(value, list):  # the decimal lists stores written before the base64 form hold
+            return np.asarray(value, dtype=dtype)
+        return np.frombuffer(base64.b64decode(value), dtype=dtype)
+
     return Detections(
-        xyxy=np.asarray(data["xyxy"], dtype=np.float32).reshape(-1, 4),
-        confidence=np.asarray(data["confidence"], dtype=np.float32),
-        class_id=np.asarray(data["class_id"], dtype=np.int64),
+        xyxy=column("xyxy", "<f4").astype(np.float32).reshape(-1, 4),
+        confidence=column("confidence", "<f4").astype(np.float32),
+        class_id=column("class_id", "<i4").astype(np.int64),
         class_names=class_names,
     )
+
+
+def _b64(values: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(values, dtype=dtype).tobytes()).decode("ascii")
 
 
 @contextmanager

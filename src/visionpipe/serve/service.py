@@ -173,8 +173,8 @@ class DetectionService:
             prepared = []
             for image in images:
                 decoded = decode_image(image, runner.limits)
+                features.append(self._image_features(decoded))  # while the frame is in the cache
                 prepared.append(runner.prepare(decoded))
-                features.append(self._image_features(decoded))
             seconds["decode"] = time.perf_counter() - start
             if len(prepared) <= batcher.max_batch_size and self.clock() < deadline:
                 # alone: infer and post-process right here (no hand-off to a lane and back)
