@@ -1,10 +1,10 @@
 """``Monitor``: what the pipeline, the video processor and the server call with every result.
 
-The caller's thread does only cheap work: prediction statistics of the result (tens of
-microseconds) and a put on a bounded queue. Image statistics are computed where the image was
-decoded (``Pipeline`` calls :meth:`Monitor.image_features` in its decode threads), or from
-``image=`` when the caller passes one. A writer thread turns queued items into raw rows and window
-statistics and commits them in batches; :meth:`Monitor.flush` returns once everything observed
+The caller's thread does only cheap work: it copies the result's timings and puts the result's
+detections on a bounded queue (a few microseconds). Image statistics are computed where the image
+was decoded (``Pipeline`` calls :meth:`Monitor.image_features` in its decode threads), or from
+``image=`` when the caller passes one. A writer thread computes the prediction statistics, turns
+queued items into raw rows and window statistics and commits them in batches; :meth:`Monitor.flush` returns once everything observed
 before it is committed, which is when a record counts as acknowledged.
 """
 
@@ -46,6 +46,8 @@ class Observation:
     values: dict[str, float]
     classes: dict[str, int]
     detections: Detections | None
+    image_size: tuple[int, int] | None = None  # (height, width), for box areas relative to the image
+    summarised: bool = True  # False until the writer has added the prediction statistics
 
 
 class _Flush:
@@ -92,6 +94,7 @@ class Monitor:
         self.clock = clock
         self.writer_id = uuid.uuid4().hex[:12]
         self._names_saved = bool(class_names)
+        self._class_names_seen: tuple[str, ...] = ()  # the first detections' names, saved on commit
         if class_names:
             self.store.set_meta("class_names", list(class_names))
         self.store.set_meta("window_seconds", self.window_seconds)
@@ -109,6 +112,9 @@ class Monitor:
         self.last_error: str | None = None
         self._last_purge = float("-inf")
         self._stop = threading.Event()
+        # the writer sleeps until a batch is queued, a flush is asked for or its poll comes round:
+        # woken for every record, it would take a core from inference for each image
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._write_loop, name="visionpipe-monitor", daemon=True)
         self._thread.start()
 
@@ -135,14 +141,9 @@ class Monitor:
                 computed = feats.image_features(image)
             if computed:
                 values.update(computed)
-            detections = getattr(result, "detections", None)
             size = getattr(result, "image_size", None)
             if size is None and image is not None:
                 size = image.shape[:2]
-            classes: dict[str, int] = {}
-            if detections is not None:
-                values.update(feats.prediction_features(detections, size, self.low_confidence))
-                classes = feats.class_counts(detections)
             times = getattr(result, "times", None)
             if times is not None:
                 for stage in ("decode", "preprocess", "infer", "postprocess"):
@@ -150,14 +151,18 @@ class Monitor:
                 values["total_seconds"] = float(getattr(times, "total", 0.0))
             error = getattr(result, "error", None)
             values["error"] = 0.0 if error is None else 1.0
+            # prediction statistics are left to the writer thread, which computes them for a whole
+            # batch with warm caches; here, between two images, they cost three times as much
             observation = Observation(
                 ts=self.clock(),
                 tag=tag or self.tag,
                 image_id=str(getattr(result, "image_id", self.observed)),
                 error=None if error is None else (str(error) or type(error).__name__),
                 values=values,
-                classes=classes,
-                detections=detections if self.keep_raw else None,
+                classes={},
+                detections=getattr(result, "detections", None),
+                image_size=size,
+                summarised=False,
             )
         except Exception as exc:  # monitoring must never break inference
             log.warning("monitor could not read a result: %s", exc)
@@ -171,6 +176,8 @@ class Monitor:
         except queue.Full:
             with self._lock:
                 self.dropped += 1
+        if self._queue.qsize() >= self.batch_size:
+            self._wake.set()
 
     # -- acknowledgement and lifecycle ----------------------------------------------------------
 
@@ -178,6 +185,7 @@ class Monitor:
         """Block until everything observed so far is committed; return the records committed."""
         marker = _Flush()
         self._queue.put(marker)
+        self._wake.set()
         if not marker.done.wait(timeout):
             cause = f": {self.last_error}" if self.last_error else ""
             raise StoreError(f"monitor store {self.store.location} did not commit within {timeout} s{cause}")
@@ -190,7 +198,7 @@ class Monitor:
             self.flush()
         finally:
             self._stop.set()
-            self._queue.put(_Flush())  # wakes the writer now rather than at its next poll
+            self._wake.set()  # now rather than at the writer's next poll
             self._thread.join(10)
             if self._owns_store:
                 self.store.close()
@@ -208,17 +216,20 @@ class Monitor:
         waiting: list[_Flush] = []
         first_at: float | None = None
         while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                item = self._queue.get(timeout=self.flush_seconds / 4)
-            except queue.Empty:
-                item = None
-            if isinstance(item, _Flush):
-                waiting.append(item)
-            elif item is not None:
-                pending.append(item)
-                first_at = first_at if first_at is not None else time.monotonic()
+            self._wake.wait(self.flush_seconds / 4)
+            self._wake.clear()
+            while True:  # take everything queued; observe() never waits for this
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Flush):
+                    waiting.append(item)
+                elif (observation := self._summarise(item)) is not None:
+                    pending.append(observation)
+                    first_at = first_at if first_at is not None else time.monotonic()
             due = first_at is not None and time.monotonic() - first_at >= self.flush_seconds
-            if pending and (len(pending) >= self.batch_size or waiting or due):
+            if pending and (len(pending) >= self.batch_size or waiting or due or self._stop.is_set()):
                 if self._commit(pending):
                     pending, first_at = [], None
                 else:
@@ -234,13 +245,30 @@ class Monitor:
             log.error("monitor closed with %d records the store would not take", len(pending))
             self.dropped += len(pending)
 
+    def _summarise(self, o: Observation) -> Observation | None:
+        """Add the prediction statistics that :meth:`observe` left to this thread; None for a
+        result whose detections cannot be read (skipped: one bad result never stops the rest)."""
+        if o.summarised:
+            return o
+        o.summarised = True
+        if o.detections is not None:
+            try:
+                o.values.update(feats.prediction_features(o.detections, o.image_size, self.low_confidence))
+                o.classes = feats.class_counts(o.detections)
+                if not self._names_saved and not self._class_names_seen:
+                    self._class_names_seen = tuple(o.detections.class_names)
+            except Exception as exc:
+                log.warning("monitor could not read the detections of %s: %s", o.image_id, exc)
+                return None
+            if not self.keep_raw:
+                o.detections = None
+        return o
+
     def _commit(self, batch: list[Observation]) -> bool:
         records = []
-        if not self._names_saved:  # accuracy ingestion needs the model's class names
-            names = next((o.detections.class_names for o in batch if o.detections is not None), ())
-            if names:
-                self.store.set_meta("class_names", list(names))
-                self._names_saved = True
+        if not self._names_saved and self._class_names_seen:  # accuracy ingestion needs them
+            self.store.set_meta("class_names", list(self._class_names_seen))
+            self._names_saved = True
         for o in batch:
             self._aggregate(o)
             if self.keep_raw:
