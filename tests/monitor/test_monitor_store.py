@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -62,6 +63,35 @@ def test_flush_acknowledges_committed_records_and_windows(tmp_path):
         assert stats[(start, "count")][3] == 10 and stats[(start, "count")][4] == sum(i % 3 for i in range(10))
         assert stats[(start, "classes")][9] == {"person": 6, "car": 3}
         assert store.integrity() == "ok"
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_writer_commits_without_a_flush_when_a_batch_is_full_or_due(tmp_path):
+    # full: the writer is woken by the batch, long before its poll (flush_seconds / 4 = 15 s)
+    with Monitor(tmp_path / "full.db", batch_size=5, flush_seconds=60) as monitor:
+        for i in range(5):
+            monitor.observe(result(i, 1))
+        assert wait_until(lambda: monitor.written == 5, timeout=5)
+    # due: one record, committed flush_seconds after it arrived
+    with Monitor(tmp_path / "due.db", batch_size=1000, flush_seconds=0.2) as monitor:
+        monitor.observe(result(0, 1))
+        assert wait_until(lambda: monitor.written == 1, timeout=5)
+
+
+def test_class_names_are_saved_from_the_detections_without_raw_rows(tmp_path):
+    with Monitor(tmp_path / "m.db", keep_raw=False) as monitor:
+        monitor.observe(result(0, 2))
+        monitor.flush()
+        assert monitor.store.get_meta("class_names") == ["person", "car"]
+        assert monitor.store.records() == []
 
 
 def test_window_histograms_use_the_reference_bins_and_sum_over_writers(tmp_path):

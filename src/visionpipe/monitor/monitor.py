@@ -4,8 +4,9 @@ The caller's thread does only cheap work: it copies the result's timings and put
 detections on a bounded queue (a few microseconds). Image statistics are computed where the image
 was decoded (``Pipeline`` calls :meth:`Monitor.image_features` in its decode threads), or from
 ``image=`` when the caller passes one. A writer thread computes the prediction statistics, turns
-queued items into raw rows and window statistics and commits them in batches; :meth:`Monitor.flush` returns once everything observed
-before it is committed, which is when a record counts as acknowledged.
+queued items into raw rows and window statistics and commits them in batches;
+:meth:`Monitor.flush` returns once everything observed before it is committed, which is when a
+record counts as acknowledged.
 """
 
 from __future__ import annotations
