@@ -100,7 +100,7 @@ def main() -> None:
         observe_ms = per_call_ms(lambda: monitor.observe(result), 200)
         monitor.flush()
         batch = [
-            Observation(1.8e9 + i, "bench", str(i), None, dict(values), {}, result.detections, result.image_size, False)
+            Observation(1.8e9 + i, "bench", str(i), None, dict(values), {}, result.detections, result.image_size)
             for i in range(2000)
         ]
         start = time.thread_time()

@@ -83,7 +83,8 @@ def downscale(image: np.ndarray, side: int = SMALL_SIDE) -> np.ndarray:
 
     Nearest-neighbour sampling, not averaging: it reads only the sampled rows of the frame, and
     these statistics are means over thousands of sampled pixels, which need no alias-free copy.
-    In a loaded pipeline the frame's memory, not the arithmetic, is most of the cost.
+    In a loaded pipeline, reading the frame and the number of calls, not the arithmetic, are most
+    of the cost.
     """
     scale = side / max(image.shape[:2])
     if scale >= 1:

@@ -48,7 +48,6 @@ class Observation:
     classes: dict[str, int]
     detections: Detections | None
     image_size: tuple[int, int] | None = None  # (height, width), for box areas relative to the image
-    summarised: bool = True  # False until the writer has added the prediction statistics
 
 
 class _Flush:
@@ -163,7 +162,6 @@ class Monitor:
                 classes={},
                 detections=getattr(result, "detections", None),
                 image_size=size,
-                summarised=False,
             )
         except Exception as exc:  # monitoring must never break inference
             log.warning("monitor could not read a result: %s", exc)
@@ -248,10 +246,8 @@ class Monitor:
 
     def _summarise(self, o: Observation) -> Observation | None:
         """Add the prediction statistics that :meth:`observe` left to this thread; None for a
-        result whose detections cannot be read (skipped: one bad result never stops the rest)."""
-        if o.summarised:
-            return o
-        o.summarised = True
+        result whose detections cannot be read (skipped: one bad result never stops the rest).
+        Called once per observation, as the writer takes it off the queue."""
         if o.detections is not None:
             try:
                 o.values.update(feats.prediction_features(o.detections, o.image_size, self.low_confidence))
